@@ -1,0 +1,56 @@
+"""The aiohttp application: one port for /api now, and /v2 and inference later."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from aiohttp import web
+
+from api.middleware import errors, host_check, path_guard
+from api.routes import blobs, meta, models
+from api.settings import Settings
+from api.state import SETTINGS, STORE
+from store.gc import collect, fix_blob_names
+from store.store import Store
+
+log = logging.getLogger("corral")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[path_guard, host_check(settings.host), errors],
+        client_max_size=32 * 1024 * 1024,
+    )
+    store = Store(settings.models)
+    app[STORE] = store
+    app[SETTINGS] = settings
+    app.add_routes(meta.routes)
+    app.add_routes(models.routes)
+    app.add_routes(blobs.routes)
+    app.on_startup.append(_prepare_store)
+    return app
+
+
+async def _prepare_store(app: web.Application) -> None:
+    store = app[STORE]
+    await asyncio.to_thread(store.ensure)
+    renamed = await asyncio.to_thread(fix_blob_names, store)
+    if renamed:
+        log.info("renamed %d blobs to ollama's sha256-<hex> form", renamed)
+    if app[SETTINGS].prune_on_start and not os.environ.get("CORRAL_NOPRUNE"):
+        report = await asyncio.to_thread(collect, store)
+        if report.removed_blobs or report.removed_files:
+            log.info(
+                "pruned %d unreferenced blobs and %d stale files",
+                len(report.removed_blobs),
+                len(report.removed_files),
+            )
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    log.info("corral listening on %s:%d, models in %s", settings.host, settings.port, settings.models)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)

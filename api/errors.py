@@ -1,0 +1,39 @@
+"""HTTP errors of the /api surface and the one mapping from store errors to statuses."""
+
+from __future__ import annotations
+
+from store.errors import (
+    BlobNotFound,
+    DigestMismatch,
+    InvalidDigest,
+    InvalidManifest,
+    InvalidName,
+    ModelNotFound,
+    SizeMismatch,
+    StoreError,
+)
+
+
+class APIError(Exception):
+    """An error with the HTTP status it is answered with, as `{"error": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> APIError:
+    return APIError(400, message)
+
+
+def not_found(message: str) -> APIError:
+    return APIError(404, message)
+
+
+def status_of(exc: StoreError) -> int:
+    if isinstance(exc, ModelNotFound | BlobNotFound):
+        return 404
+    if isinstance(exc, InvalidName | InvalidDigest | DigestMismatch | SizeMismatch | InvalidManifest):
+        return 400
+    return 500

@@ -1,0 +1,47 @@
+"""Reading request bodies the way ollama does: JSON, unknown fields ignored."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api.errors import APIError, bad_request
+from store.errors import InvalidName
+from store.names import ModelName
+
+MAX_JSON_BODY = 32 * 1024 * 1024
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise APIError(413, "request body too large")
+    body = await request.content.read(MAX_JSON_BODY + 1)
+    if len(body) > MAX_JSON_BODY:
+        raise APIError(413, "request body too large")
+    if not body.strip():
+        raise bad_request("missing request body")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise bad_request(f"invalid value for {where}: {first['msg']}") from None
+
+
+def parse_name(text: str, message: str = "invalid model name") -> ModelName:
+    """Validate a model name before anything touches the filesystem."""
+    try:
+        return ModelName.parse(text)
+    except InvalidName:
+        raise bad_request(message) from None

@@ -1,0 +1,86 @@
+"""Model management: `/api/tags`, `/api/show`, `/api/copy`, `/api/delete`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from api.errors import bad_request, not_found
+from api.requests import parse_name, read_json
+from api.responses import json_response
+from api.schemas import CopyRequest, DeleteRequest, ListModel, ListResponse, ShowRequest
+from api.show import build_show
+from api.state import STORE
+from store.errors import ModelNotFound
+from store.store import Store
+
+routes = web.RouteTableDef()
+
+
+def _list(store: Store) -> ListResponse:
+    entries = []
+    for m in store.list():
+        short = m.name.display_shortest()
+        entries.append(
+            ListModel(
+                name=short,
+                model=short,
+                modified_at=m.modified_at,
+                size=m.manifest.total_size,
+                digest=m.id,
+                details=store.details(m),
+            )
+        )
+    return ListResponse(models=entries)
+
+
+@routes.get("/api/tags")
+async def tags(request: web.Request) -> web.Response:
+    return json_response(await asyncio.to_thread(_list, request.app[STORE]))
+
+
+def _required(model: str, name: str) -> str:
+    text = model or name
+    if not text:
+        raise bad_request("model is required")
+    return text
+
+
+@routes.post("/api/show")
+async def show(request: web.Request) -> web.Response:
+    req = await read_json(request, ShowRequest)
+    name = parse_name(_required(req.model, req.name))
+    try:
+        response = await asyncio.to_thread(build_show, request.app[STORE], name, req.verbose)
+    except ModelNotFound:
+        raise not_found(f"model '{name.display_shortest()}' not found") from None
+    return json_response(response)
+
+
+@routes.post("/api/copy")
+async def copy(request: web.Request) -> web.Response:
+    req = await read_json(request, CopyRequest)
+    source = parse_name(req.source, f'source "{req.source}" is invalid')
+    destination = parse_name(req.destination, f'destination "{req.destination}" is invalid')
+    store = request.app[STORE]
+    try:
+        await asyncio.to_thread(store.copy, source, destination)
+    except ModelNotFound:
+        raise not_found(f'model "{req.source}" not found') from None
+    return web.Response(status=200)
+
+
+@routes.delete("/api/delete")
+async def delete(request: web.Request) -> web.Response:
+    req = await read_json(request, DeleteRequest)
+    text = _required(req.model, req.name)
+    name = parse_name(text, f'name "{text}" is invalid')
+    store = request.app[STORE]
+    try:
+        await asyncio.to_thread(store.delete, name)
+    except ModelNotFound:
+        raise not_found(f"model '{text}' not found") from None
+    return web.Response(status=200)
+
+

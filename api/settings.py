@@ -1,0 +1,42 @@
+"""Server settings: flags, then CORRAL_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11434
+OLLAMA_COMPAT_VERSION = "0.33.0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    prune_on_start: bool = True
+
+
+def default_models_dir() -> Path:
+    return Path(os.environ.get("CORRAL_MODELS") or "~/.corral/models").expanduser()
+
+
+def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """Read `host`, `host:port`, `:port`, `[v6]:port` or a URL's authority."""
+    value = value.strip()
+    for scheme in ("http://", "https://"):
+        if value.startswith(scheme):
+            value = value[len(scheme) :]
+    value = value.split("/", 1)[0]
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, ""
+    if port and not port.isdigit():
+        raise ValueError(f"invalid port in {value!r}")
+    return host or DEFAULT_HOST, int(port) if port else default_port

@@ -1,0 +1,11 @@
+"""Typed keys for what the application object carries."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.settings import Settings
+from store.store import Store
+
+STORE = web.AppKey("store", Store)
+SETTINGS = web.AppKey("settings", Settings)

@@ -1,0 +1,172 @@
+"""The store facade: blobs and manifests together, with the invariants that span both.
+
+No manifest is written unless every blob it references is present, and a blob is
+removed only when no manifest references it. Mutations take a store-wide lock
+(a thread lock plus an `flock` on the root directory, so another process sharing
+the directory waits too).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from store.blobs import BlobStore
+from store.config import ModelConfig, ModelDetails, details_of, parse_config
+from store.digest import Digest
+from store.errors import InvalidManifest, ModelNotFound, StoreError
+from store.manifest import MEDIA_TYPE_MODEL, Manifest, parse_manifest
+from store.manifests import ManifestStore
+from store.names import ModelName
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class MissingBlobs(StoreError, LookupError):
+    def __init__(self, digests: list[Digest]) -> None:
+        super().__init__("manifest references missing blobs: " + ", ".join(digests))
+        self.digests = digests
+
+
+@dataclass(frozen=True, slots=True)
+class LocalModel:
+    """A model in the store: its name as spelled on disk, manifest and exact bytes."""
+
+    name: ModelName
+    manifest: Manifest
+    raw: bytes
+    path: Path
+    modified_at: datetime
+
+    @property
+    def id(self) -> str:
+        """ollama's model ID: hex SHA-256 of the manifest bytes."""
+        return Digest.of_bytes(self.raw).hex
+
+    @property
+    def model_layer(self) -> Digest | None:
+        layers = self.manifest.layers_of(MEDIA_TYPE_MODEL)
+        return layers[0].digest if layers else None
+
+    @property
+    def parent_model(self) -> str:
+        layers = self.manifest.layers_of(MEDIA_TYPE_MODEL)
+        return (layers[0].from_ or "") if layers else ""
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.blobs = BlobStore(self.root)
+        self.manifests = ManifestStore(self.root)
+        self._lock = threading.RLock()
+
+    def ensure(self) -> None:
+        self.blobs.ensure()
+        self.manifests.dir.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def mutation(self) -> Iterator[None]:
+        """Serialise manifest writes, deletes and GC, across threads and processes."""
+        self.ensure()
+        with self._lock:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    # -- reading -------------------------------------------------------------
+
+    def get(self, name: ModelName) -> LocalModel:
+        stored, raw = self.manifests.read(name)
+        try:
+            manifest = parse_manifest(raw)
+        except InvalidManifest as exc:
+            raise InvalidManifest(f"{stored.name.display_shortest()}: {exc}") from None
+        mtime = stored.path.stat().st_mtime
+        return LocalModel(
+            stored.name, manifest, raw, stored.path, datetime.fromtimestamp(mtime, UTC).astimezone()
+        )
+
+    def list(self) -> list[LocalModel]:
+        """Every readable model, newest first; unreadable manifests are skipped."""
+        models = []
+        for stored in self.manifests:
+            try:
+                models.append(self.get(stored.name))
+            except (StoreError, OSError):
+                continue
+        models.sort(key=lambda m: m.modified_at, reverse=True)
+        return models
+
+    def config(self, model: LocalModel) -> ModelConfig:
+        try:
+            return parse_config(self.blobs.read_bytes(model.manifest.config.digest, MAX_CONFIG_BYTES))
+        except (StoreError, OSError, ValueError):
+            return ModelConfig()
+
+    def details(self, model: LocalModel) -> ModelDetails:
+        return details_of(self.config(model), model.parent_model)
+
+    def referenced(self) -> tuple[set[Digest], bool]:
+        """Digests referenced by any manifest, and whether every manifest could be read."""
+        refs: set[Digest] = set()
+        complete = True
+        for stored in self.manifests:
+            try:
+                refs.update(parse_manifest(stored.path.read_bytes()).blobs())
+            except (InvalidManifest, OSError):
+                complete = False
+        return refs, complete
+
+    # -- writing -------------------------------------------------------------
+
+    def put_manifest(self, name: ModelName, raw: bytes) -> Manifest:
+        """Store `raw` under `name` if all its blobs exist; prune what the old one left."""
+        manifest = parse_manifest(raw)
+        with self.mutation():
+            missing = [d for d in dict.fromkeys(manifest.blobs()) if not self.blobs.exists(d)]
+            if missing:
+                raise MissingBlobs(missing)
+            old = self._blobs_of(name)
+            self.manifests.write(name, raw)
+            self._remove_unreferenced(old - set(manifest.blobs()))
+        return manifest
+
+    def copy(self, source: ModelName, destination: ModelName) -> None:
+        with self.mutation():
+            _, raw = self.manifests.read(source)
+            self.manifests.write(destination, raw)
+
+    def delete(self, name: ModelName) -> list[Digest]:
+        """Delete a model and every blob of it that no other manifest references."""
+        with self.mutation():
+            old = self._blobs_of(name)
+            if self.manifests.find(name) is None:
+                raise ModelNotFound(f"model '{name.display_shortest()}' not found")
+            self.manifests.delete(name)
+            return self._remove_unreferenced(old)
+
+    def _blobs_of(self, name: ModelName) -> set[Digest]:
+        try:
+            _, raw = self.manifests.read(name)
+            return set(parse_manifest(raw).blobs())
+        except (ModelNotFound, InvalidManifest):
+            return set()
+
+    def _remove_unreferenced(self, candidates: set[Digest]) -> list[Digest]:
+        if not candidates:
+            return []
+        refs, complete = self.referenced()
+        if not complete:
+            return []
+        removed = [d for d in sorted(candidates - refs) if self.blobs.delete(d)]
+        return removed

@@ -1,0 +1,86 @@
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from store.errors import InvalidName
+from store.names import ModelName
+
+# Spec a.1's validity table, restated independently as regular expressions.
+PART_RE = {
+    "host": re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,349}\Z"),
+    "namespace": re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_\-]{0,79}\Z"),
+    "model": re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}\Z"),
+    "tag": re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}\Z"),
+}
+
+
+@pytest.mark.parametrize(
+    "text, expected, shortest",
+    [
+        ("llama3.2", ("registry.ollama.ai", "library", "llama3.2", "latest"), "llama3.2:latest"),
+        ("llama3.2:1b", ("registry.ollama.ai", "library", "llama3.2", "1b"), "llama3.2:1b"),
+        ("alice/mario", ("registry.ollama.ai", "alice", "mario", "latest"), "alice/mario:latest"),
+        ("localhost:5000/alice/m", ("localhost:5000", "alice", "m", "latest"), "localhost:5000/alice/m:latest"),
+        ("host:5000/ns/m:v1", ("host:5000", "ns", "m", "v1"), "host:5000/ns/m:v1"),
+        ("http://h.example/ns/m:t", ("h.example", "ns", "m", "t"), "h.example/ns/m:t"),
+        ("REGISTRY.OLLAMA.AI/library/X", ("REGISTRY.OLLAMA.AI", "library", "X", "latest"), "X:latest"),
+        ("registry.ollama.ai/Library/x", ("registry.ollama.ai", "Library", "x", "latest"), "x:latest"),
+    ],
+)
+def test_parse_defaults_and_display(text, expected, shortest):
+    name = ModelName.parse(text)
+    assert (name.host, name.namespace, name.model, name.tag) == expected
+    assert name.display_shortest() == shortest
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "", "model:", "/model", "ns/", ":tag", "a/b/c/d", "a b", "../x", "x/../y", "..",
+        "m@sha256:" + "a" * 64, "ns.dot/m", "m:t:x", "-m", ".m", "m/" + "x" * 81,
+        "m:" + "t" * 81, "é", "h/ns/m:t/x", "%2e%2e/m", "m:%2F", "ns:1/m",
+    ],
+)
+def test_invalid_names(bad):
+    with pytest.raises(InvalidName):
+        ModelName.parse(bad)
+
+
+def test_case_insensitive_equality_keeps_case():
+    a = ModelName.parse("Alice/Mario:V1")
+    b = ModelName.parse("alice/mario:v1")
+    assert a.same_as(b)
+    assert a.model == "Mario"
+
+
+def _part(kind: str) -> st.SearchStrategy[str]:
+    first = "abcXYZ019_"
+    later = {"host": "aZ09_-.:", "namespace": "aZ09_-", "model": "aZ09_-.", "tag": "aZ09_-."}[kind]
+    size = {"host": 60, "namespace": 80, "model": 80, "tag": 80}[kind]
+    return st.builds(
+        lambda a, b: a + b,
+        st.sampled_from(first),
+        st.text(alphabet=later, max_size=size - 1),
+    )
+
+
+@given(_part("host"), _part("namespace"), _part("model"), _part("tag"))
+def test_round_trip_of_valid_names(host, ns, model, tag):
+    name = ModelName(host, ns, model, tag, "https")
+    assert name.is_valid
+    parsed = ModelName.parse(str(name))
+    assert (parsed.host, parsed.namespace, parsed.model, parsed.tag) == (host, ns, model, tag)
+    assert ModelName.parse(name.display_shortest()).same_as(name)
+
+
+@given(st.text(alphabet="aZ09_-.:/@ %é", max_size=40))
+def test_validity_matches_the_table(text):
+    name = ModelName.parse_lenient(text)
+    expected = all(PART_RE[k].match(getattr(name, k)) for k in PART_RE)
+    assert name.is_valid == bool(expected)
+    if name.is_valid:
+        # A valid name never holds anything a path could be confused by.
+        assert ".." not in name.namespace and "/" not in str(name.relpath().name)
+        assert all(p not in ("", ".", "..") for p in name.relpath().parts)
