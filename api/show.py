@@ -24,7 +24,6 @@ from store.manifest import (
     MEDIA_TYPE_SYSTEM,
     MEDIA_TYPE_TEMPLATE,
 )
-from store.modelfile import show_modelfile
 from store.names import ModelName
 from store.store import LocalModel, Store
 
@@ -183,6 +182,8 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
     for forced in config.capabilities or []:
         if forced not in capabilities:
             capabilities.append(forced)
+
+    from store.modelfile import show_modelfile  # noqa: PLC0415 (until the parser lands)
 
     modelfile = show_modelfile(
         short_name=name.display_shortest(),

@@ -1,0 +1,126 @@
+"""The OpenAPI document of /api, generated from the pydantic models in api/schemas.py.
+
+`python -m api.openapi > spec/openapi.json` rewrites the committed file; a test fails
+when the committed file differs from what this module generates.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api import __version__
+from api.schemas import (
+    CopyRequest,
+    DeleteRequest,
+    ErrorResponse,
+    ListResponse,
+    ProcessResponse,
+    ShowRequest,
+    ShowResponse,
+    VersionResponse,
+)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    response_content: str = "application/json"
+    errors: tuple[int, ...] = ()
+    success: int = 200
+    extra_success: dict[int, str] = field(default_factory=dict)
+    path_params: tuple[str, ...] = ()
+    request_content: str = "application/json"
+
+
+OPERATIONS: list[Operation] = [
+    Operation("get", "/", "Liveness: answers `Ollama is running`", response_content="text/plain"),
+    Operation("get", "/api/version", "The API version", response=VersionResponse),
+    Operation("get", "/api/tags", "List local models, newest first", response=ListResponse),
+    Operation("post", "/api/show", "Show a model's details, Modelfile, template and GGUF metadata",
+              request=ShowRequest, response=ShowResponse, errors=(400, 404)),
+    Operation("post", "/api/copy", "Copy a model under a new name", request=CopyRequest,
+              errors=(400, 404)),
+    Operation("delete", "/api/delete", "Delete a model and the blobs nothing else uses",
+              request=DeleteRequest, errors=(400, 404)),
+    Operation("head", "/api/blobs/{digest}", "Whether a blob exists", errors=(400, 404),
+              path_params=("digest",)),
+    Operation("post", "/api/blobs/{digest}", "Upload a blob; verified against its digest",
+              success=201, extra_success={200: "The blob already exists; the body is not read"},
+              errors=(400,), path_params=("digest",), request_content="application/octet-stream"),
+    Operation("get", "/api/ps", "Models loaded in memory", response=ProcessResponse),
+]
+
+_ERROR_TEXT = {400: "Invalid input", 404: "Not found", 500: "Server error"}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def build() -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ErrorResponse}
+    for op in OPERATIONS:
+        models.update(m for m in (op.request, op.response) if m is not None)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    _, schema = models_json_schema(
+        [(m, "serialization") for m in ordered], ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        item: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op)}
+        if op.path_params:
+            item["parameters"] = [
+                {"name": p, "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}}
+                for p in op.path_params
+            ]
+        if op.request is not None:
+            item["requestBody"] = {"required": True,
+                                   "content": {op.request_content: {"schema": _ref(op.request)}}}
+        elif op.request_content != "application/json":
+            item["requestBody"] = {"required": True, "content": {
+                op.request_content: {"schema": {"type": "string", "format": "binary"}}}}
+        ok: dict[str, Any] = {"description": "OK"}
+        if op.response is not None:
+            ok["content"] = {op.response_content: {"schema": _ref(op.response)}}
+        elif op.response_content != "application/json":
+            ok["content"] = {op.response_content: {"schema": {"type": "string"}}}
+        responses: dict[str, Any] = {str(op.success): ok}
+        for status, text in op.extra_success.items():
+            responses[str(status)] = {"description": text}
+        for status in (*op.errors, 500):
+            responses[str(status)] = {
+                "description": _ERROR_TEXT[status],
+                "content": {"application/json": {"schema": _ref(ErrorResponse)}},
+            }
+        item["responses"] = responses
+        paths.setdefault(op.path, {})[op.method] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "corral API (Ollama-compatible)", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schema.get("$defs", {})},
+    }
+
+
+def _operation_id(op: Operation) -> str:
+    words = [w for w in op.path.replace("{", "").replace("}", "").split("/") if w and w != "api"]
+    return op.method + "".join(w.capitalize() for w in words) if words else op.method + "Root"
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
