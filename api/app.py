@@ -9,7 +9,7 @@ import os
 from aiohttp import web
 
 from api.middleware import errors, host_check, path_guard
-from api.routes import blobs, meta, models
+from api.routes import blobs, create, meta, models
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from store.gc import collect, fix_blob_names
@@ -29,6 +29,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(meta.routes)
     app.add_routes(models.routes)
     app.add_routes(blobs.routes)
+    app.add_routes(create.routes)
     app.on_startup.append(_prepare_store)
     return app
 

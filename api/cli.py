@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from api import cli_create
 from api.client import Client, ClientError
 from api.humanize import human_bytes, human_time, table
 from api.settings import Settings, default_models_dir, split_host_port
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", aliases=["ls"], help="list models")
     p.set_defaults(func=cmd_list)
+
+    cli_create.add_parser(sub)
 
     p = sub.add_parser("show", help="show information about a model")
     p.add_argument("model")

@@ -17,10 +17,12 @@ from pydantic.json_schema import models_json_schema
 from api import __version__
 from api.schemas import (
     CopyRequest,
+    CreateRequest,
     DeleteRequest,
     ErrorResponse,
     ListResponse,
     ProcessResponse,
+    ProgressResponse,
     ShowRequest,
     ShowResponse,
     VersionResponse,
@@ -58,6 +60,9 @@ OPERATIONS: list[Operation] = [
               success=201, extra_success={200: "The blob already exists; the body is not read"},
               errors=(400,), path_params=("digest",), request_content="application/octet-stream"),
     Operation("get", "/api/ps", "Models loaded in memory", response=ProcessResponse),
+    Operation("post", "/api/create", "Create a model from uploaded blobs, a base model and text layers; "
+              "NDJSON progress unless stream is false", request=CreateRequest, response=ProgressResponse,
+              response_content="application/x-ndjson", errors=(400,)),
 ]
 
 _ERROR_TEXT = {400: "Invalid input", 404: "Not found", 500: "Server error"}

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from store.manifest import go_json
+from store.gojson import go_json
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 

@@ -99,3 +99,34 @@ class ProcessModel(BaseModel):
 
 class ProcessResponse(BaseModel):
     models: list[ProcessModel]
+
+
+class ProgressResponse(BaseModel):
+    """One progress object of create, pull and push (`completed: 0` is left out)."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class CreateMessage(Request):
+    role: str
+    content: str = ""
+
+
+class CreateRequest(Request):
+    model: str = ""
+    name: str = Field(default="", description="deprecated spelling of model")
+    from_: str | None = Field(default=None, alias="from")
+    files: dict[str, str] | None = Field(default=None, description="file name -> sha256 digest of an uploaded blob")
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[CreateMessage] | None = None
+    quantize: str | None = None
+    stream: bool = True
+    modelfile: str | None = Field(default=None, description="deprecated: Modelfile text (ollama < 0.5.5)")
+    path: str | None = Field(default=None, description="refused: the server never reads client-named paths")

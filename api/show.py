@@ -103,7 +103,7 @@ def go_quote(text: str) -> str:
     return "".join(out)
 
 
-def go_float(x: float) -> str:
+def go_float_v(x: float) -> str:
     """Go's `%v` of a float64: shortest digits, exponent form below 1e-4 or from 1e6."""
     if math.isnan(x):
         return "NaN"
@@ -133,7 +133,7 @@ def go_sharp_v(value: Any) -> str:
     if isinstance(value, str):
         return go_quote(value)
     if isinstance(value, int | float):
-        return go_float(float(value))
+        return go_float_v(float(value))
     return json.dumps(value)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from store.manifest import go_json
+from store.gojson import go_json
 
 
 class ModelConfig(BaseModel):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from store.digest import Digest
 from store.errors import InvalidManifest
+from store.gojson import go_json
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
@@ -90,16 +90,3 @@ def parse_manifest(raw: bytes) -> Manifest:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidManifest(f"invalid manifest: {where}: {first['msg']}") from None
-
-
-def go_json(value: Any) -> bytes:
-    """JSON as Go's encoding/json writes it: compact, `<`, `>`, `&` escaped, UTF-8 kept."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    text = (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
-    return text.encode()

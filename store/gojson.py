@@ -1,0 +1,88 @@
+"""JSON written byte for byte as Go's encoding/json writes it.
+
+Layers and manifests that corral creates must hash to what ollama would have made
+from the same input, so the encoding matters: compact separators, `<`, `>`, `&`,
+U+2028 and U+2029 escaped, UTF-8 kept, and floats in Go's shortest form (`4096`
+for 4096.0, `1e-7` rather than Python's `1e-07`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from typing import Any
+
+
+def go_float(x: float) -> str:
+    """encoding/json's float64: shortest digits, `e` notation below 1e-6 or from 1e21."""
+    if math.isnan(x) or math.isinf(x):
+        raise ValueError(f"unsupported value: {x!r}")
+    if x == 0:
+        return "-0" if math.copysign(1.0, x) < 0 else "0"
+    sign, digit_tuple, exponent = Decimal(repr(x)).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    point = len(digits) + int(exponent)  # position of the decimal point in `digits`
+    prefix = "-" if sign else ""
+    if abs(x) < 1e-6 or abs(x) >= 1e21:
+        exp = point - 1
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp)}"
+    if point <= 0:
+        return f"{prefix}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return prefix + digits + "0" * (point - len(digits))
+    return f"{prefix}{digits[:point]}.{digits[point:]}"
+
+
+def _string(s: str) -> str:
+    text = json.dumps(s, ensure_ascii=False)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        out.append(go_float(value))
+    elif isinstance(value, dict):
+        items = sorted(value.items()) if sort_keys else value.items()
+        out.append("{")
+        for i, (k, v) in enumerate(items):
+            if i:
+                out.append(",")
+            out.append(_string(str(k)))
+            out.append(":")
+            _encode(v, out, sort_keys)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, v in enumerate(value):
+            if i:
+                out.append(",")
+            _encode(v, out, sort_keys)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def go_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact Go-style JSON. Struct-like dicts keep their order; Go maps are sorted
+    (`sort_keys=True`), as json.Marshal sorts map keys."""
+    out: list[str] = []
+    _encode(value, out, sort_keys)
+    return "".join(out).encode()
