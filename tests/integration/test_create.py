@@ -211,3 +211,7 @@ def test_quantize_and_load(server, ollama_store, gguf_file, qtype, level):
     out = subprocess.run([sys.executable, "-c", LOAD_CHECK, str(blob)], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0 and "loaded" in out.stdout, out.stderr[-2000:]
+    if level == "Q4_0":
+        with pytest.raises(ollama.ResponseError) as info:
+            client.create(model="requantized", from_=f"src-{qtype}", quantize="q8_0")
+        assert info.value.status_code == 400 and "only supported for" in info.value.error
