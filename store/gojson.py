@@ -8,7 +8,6 @@ for 4096.0, `1e-7` rather than Python's `1e-07`).
 
 from __future__ import annotations
 
-import json
 import math
 from decimal import Decimal
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 def go_float(x: float) -> str:
     """encoding/json's float64: shortest digits, `e` notation below 1e-6 or from 1e21."""
     if math.isnan(x) or math.isinf(x):
-        raise ValueError(f"unsupported value: {x!r}")
+        raise ValueError(f"json: unsupported value: {x!r}")
     if x == 0:
         return "-0" if math.copysign(1.0, x) < 0 else "0"
     sign, digit_tuple, exponent = Decimal(repr(x)).normalize().as_tuple()
@@ -35,15 +34,36 @@ def go_float(x: float) -> str:
     return f"{prefix}{digits[:point]}.{digits[point:]}"
 
 
-def _string(s: str) -> str:
-    text = json.dumps(s, ensure_ascii=False)
-    return (
-        text.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",  # Go >= 1.22 uses the short forms for \b and \f
+    "\f": "\\f",
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def _string(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        escaped = _ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
+        elif ch < " ":
+            out.append(f"\\u{ord(ch):04x}")
+        elif "\ud800" <= ch <= "\udfff":
+            out.append("\\ufffd")  # Go's escape for invalid UTF-8 (here: lone surrogates)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
@@ -56,7 +76,8 @@ def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
     elif isinstance(value, str):
         out.append(_string(value))
     elif isinstance(value, int):
-        out.append(str(int(value)))
+        # Go holds JSON numbers as float64, so integers past 2**53 print as that float does.
+        out.append(str(int(value)) if abs(value) < 2**53 else go_float(float(value)))
     elif isinstance(value, float):
         out.append(go_float(value))
     elif isinstance(value, dict):

@@ -27,9 +27,11 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Final
 
+from store import gojson
 from store.errors import StoreError
 
 __all__ = [
+    "DEFAULT_NUM_CTX",
     "DEPRECATED_PARAMETERS",
     "OPTION_KINDS",
     "OptionError",
@@ -38,6 +40,7 @@ __all__ = [
     "coerce_parameter",
     "default_options",
     "encode_params",
+    "format_go_float",
     "format_option_value",
     "format_params",
     "go_json",
@@ -521,76 +524,13 @@ def format_option_value(value: Any) -> str:
     return str(value)
 
 
-def _go_json_float(value: float) -> str:
-    if not math.isfinite(value):
-        raise OptionError(f"json: unsupported value: {format_go_float(value)}")
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign = "-" if value < 0 else ""
-    digits, point = _shortest_digits(value)
-    magnitude = abs(value)
-    if magnitude < 1e-6 or magnitude >= 1e21:
-        text = _scientific(digits, point)
-        # Go trims one leading zero from a negative two-digit exponent: e-07 -> e-7.
-        text = re.sub(r"e-0(\d)$", r"e-\1", text)
-        return sign + text
-    return sign + _fixed(digits, point)
-
-
-_JSON_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",  # Go >= 1.22 uses the short forms for \b and \f
-    "\f": "\\f",
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-
-
-def _go_json_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        escaped = _JSON_ESCAPES.get(ch)
-        if escaped is not None:
-            out.append(escaped)
-        elif ch < " ":
-            out.append(f"\\u{ord(ch):04x}")
-        elif "\ud800" <= ch <= "\udfff":
-            out.append("\\ufffd")  # Go's escape for invalid UTF-8 (here: lone surrogates)
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def go_json(value: Any) -> str:
-    """Compact JSON exactly as Go's encoding/json writes a JSON-decoded value.
-
-    Object keys sorted, ``<``/``>``/``&`` escaped, and every number printed as the float64
-    Go would hold after decoding (``4096``, ``0.7``, ``1e-7``, ``100000000000000000000``).
-    """
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return _go_json_float(float(value)) if abs(value) >= 2**53 else str(value)
-    if isinstance(value, float):
-        return _go_json_float(value)
-    if isinstance(value, str):
-        return _go_json_string(value)
-    if isinstance(value, Mapping):
-        items = sorted((str(k), v) for k, v in value.items())
-        return "{" + ",".join(f"{_go_json_string(k)}:{go_json(v)}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(go_json(v) for v in value) + "]"
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+    """Compact JSON exactly as Go's encoding/json writes a JSON-decoded value (a Go map:
+    keys sorted), e.g. ``4096``, ``0.7``, ``1e-7``."""
+    try:
+        return gojson.go_json(value, sort_keys=True).decode()
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
 
 
 def encode_params(params: Mapping[str, Any]) -> bytes:
