@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from decimal import Decimal
 from typing import Any
 
 from api.schemas import Message, ShowResponse, TensorInfo
@@ -25,6 +23,7 @@ from store.manifest import (
     MEDIA_TYPE_TEMPLATE,
 )
 from store.names import ModelName
+from store.options import format_go_float
 from store.store import LocalModel, Store
 
 log = logging.getLogger("corral.show")
@@ -103,29 +102,6 @@ def go_quote(text: str) -> str:
     return "".join(out)
 
 
-def go_float_v(x: float) -> str:
-    """Go's `%v` of a float64: shortest digits, exponent form below 1e-4 or from 1e6."""
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    if x == 0:
-        return "-0" if math.copysign(1, x) < 0 else "0"
-    sign, digits_t, exponent = Decimal(repr(x)).normalize().as_tuple()
-    digits = "".join(map(str, digits_t))
-    point = len(digits) + int(exponent)
-    exp = point - 1
-    prefix = "-" if sign else ""
-    if exp < -4 or exp >= 6:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if point <= 0:
-        return f"{prefix}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return prefix + digits + "0" * (point - len(digits))
-    return f"{prefix}{digits[:point]}.{digits[point:]}"
-
-
 def go_sharp_v(value: Any) -> str:
     """Go's `%#v` of a value decoded from JSON (numbers are float64 there)."""
     if isinstance(value, bool):
@@ -133,7 +109,7 @@ def go_sharp_v(value: Any) -> str:
     if isinstance(value, str):
         return go_quote(value)
     if isinstance(value, int | float):
-        return go_float_v(float(value))
+        return format_go_float(float(value))
     return json.dumps(value)
 
 
