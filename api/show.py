@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 from api.schemas import Message, ShowResponse, TensorInfo
+from runtime.template import TemplateError, parse_ollama, template_capabilities
+from runtime.template.gostrconv import go_quote
 from store import gguf
 from store.config import details_of
 from store.digest import Digest
@@ -79,29 +81,6 @@ class ModelParts:
                 self.licenses.append(_text(store, layer.digest))
 
 
-def go_quote(text: str) -> str:
-    """Go's strconv.Quote for the printable and escaped characters templates hold."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif not ch.isprintable() and code > 0x7F:
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def go_sharp_v(value: Any) -> str:
     """Go's `%#v` of a value decoded from JSON (numbers are float64 there)."""
     if isinstance(value, bool):
@@ -121,16 +100,11 @@ def format_parameters(params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def template_capabilities(template: str) -> list[str]:
-    caps = []
-    lowered = template.lower()
-    if ".tools" in lowered:
-        caps.append("tools")
-    if ".suffix" in lowered:
-        caps.append("insert")
-    if "<think>" in lowered and "</think>" in lowered:
-        caps.append("thinking")
-    return caps
+def _template_capabilities(text: str) -> list[str]:
+    try:
+        return template_capabilities(parse_ollama(text))
+    except TemplateError:
+        return []
 
 
 def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResponse:
@@ -154,7 +128,7 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
         capabilities.append("vision")
     template = parts.template if parts.template is not None else DEFAULT_TEMPLATE
     if "completion" in capabilities:
-        capabilities += [c for c in template_capabilities(template) if c not in capabilities]
+        capabilities += [c for c in _template_capabilities(template) if c not in capabilities]
     for forced in config.capabilities or []:
         if forced not in capabilities:
             capabilities.append(forced)

@@ -215,3 +215,13 @@ def test_quantize_and_load(server, ollama_store, gguf_file, qtype, level):
         with pytest.raises(ollama.ResponseError) as info:
             client.create(model="requantized", from_=f"src-{qtype}", quantize="q8_0")
         assert info.value.status_code == 400 and "only supported for" in info.value.error
+
+
+def test_capabilities_follow_the_template(server, gguf_file):
+    client = ollama.Client(host=server.url)
+    digest = client.create_blob(gguf_file)
+    client.create(model="tooly", files={"m.gguf": digest},
+                  template="{{ if .Tools }}{{ .Tools }}{{ end }}{{ .Prompt }}{{ .Suffix }}")
+    assert client.show("tooly").capabilities == ["completion", "tools", "insert"]
+    client.create(model="plain", files={"m.gguf": digest}, template="{{ .Prompt }}")
+    assert client.show("plain").capabilities == ["completion"]
