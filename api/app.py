@@ -9,9 +9,10 @@ import os
 from aiohttp import web
 
 from api.middleware import errors, host_check, path_guard
-from api.routes import blobs, create, meta, models
+from api.routes import blobs, create, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
+from registry.server import registry_guard, setup_registry
 from store.gc import collect, fix_blob_names
 from store.store import Store
 
@@ -20,7 +21,7 @@ log = logging.getLogger("corral")
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[path_guard, host_check(settings.host), errors],
+        middlewares=[registry_guard, path_guard, host_check(settings.host, _registry_names(settings)), errors],
         client_max_size=32 * 1024 * 1024,
     )
     store = Store(settings.models)
@@ -30,8 +31,17 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(models.routes)
     app.add_routes(blobs.routes)
     app.add_routes(create.routes)
+    inference.setup(app)
+    transfer.install(app)
     app.on_startup.append(_prepare_store)
+    setup_registry(app, settings, store)
     return app
+
+
+def _registry_names(settings: Settings) -> frozenset[str]:
+    """The registry host's name is a local name too (behind a proxy on this machine)."""
+    host = settings.registry_host or ""
+    return frozenset({host.rsplit(":", 1)[0].lower()} if host else set())
 
 
 async def _prepare_store(app: web.Application) -> None:

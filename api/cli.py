@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from api import cli_create
+from api import cli_create, cli_run, cli_transfer
 from api.client import Client, ClientError
 from api.humanize import human_bytes, human_time, table
 from api.settings import Settings, default_models_dir, split_host_port
@@ -25,7 +25,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         models=Path(args.models).expanduser() if args.models else default_models_dir(),
         host=args.host or env_host,
         port=args.port or env_port,
+        registry_host=args.registry_host,
+        authorized_keys=Path(args.authorized_keys).expanduser() if args.authorized_keys else None,
+        anonymous_push=args.anonymous_push,
+        private=args.private,
+        trust_proxy=args.trust_proxy,
     )
+    cli_transfer.apply_serve_arguments(args)
     serve(settings)
     return 0
 
@@ -114,12 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default from CORRAL_HOST, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default from CORRAL_HOST, else 11434)")
     p.add_argument("--models", help="model store directory (default $CORRAL_MODELS or ~/.corral/models)")
+    p.add_argument("--registry-host", metavar="HOST:PORT",
+                   help="name the registry stores pushed models under (default: the listen host:port)")
+    p.add_argument("--authorized-keys", metavar="FILE",
+                   help="keys allowed to push: lines 'ssh-ed25519 <base64> <namespaces or *>' (reloaded on change)")
+    p.add_argument("--anonymous-push", action="store_true",
+                   help="let anyone push and delete (trusted networks and tests only)")
+    p.add_argument("--private", action="store_true",
+                   help="registry pulls need a token from an authorized key")
+    p.add_argument("--trust-proxy", action="store_true",
+                   help="honour X-Forwarded-Proto/-Host from a reverse proxy in front of the server")
+    cli_transfer.add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("list", aliases=["ls"], help="list models")
     p.set_defaults(func=cmd_list)
 
     cli_create.add_parser(sub)
+    cli_run.add_parsers(sub)
+    cli_transfer.add_parsers(sub)
 
     p = sub.add_parser("show", help="show information about a model")
     p.add_argument("model")

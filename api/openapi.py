@@ -16,13 +16,23 @@ from pydantic.json_schema import models_json_schema
 
 from api import __version__
 from api.schemas import (
+    ChatRequest,
+    ChatResponse,
     CopyRequest,
     CreateRequest,
     DeleteRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    EmbedResponse,
     ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
     ListResponse,
     ProcessResponse,
     ProgressResponse,
+    PullRequest,
+    PushRequest,
     ShowRequest,
     ShowResponse,
     VersionResponse,
@@ -63,9 +73,32 @@ OPERATIONS: list[Operation] = [
     Operation("post", "/api/create", "Create a model from uploaded blobs, a base model and text layers; "
               "NDJSON progress unless stream is false", request=CreateRequest, response=ProgressResponse,
               response_content="application/x-ndjson", errors=(400,)),
+    Operation("post", "/api/pull", "Pull a model from a registry (resumable); NDJSON progress unless "
+              "stream is false, errors after the first line as an `error` line",
+              request=PullRequest, response=ProgressResponse,
+              response_content="application/x-ndjson", errors=(400,)),
+    Operation("post", "/api/push", "Push a model to a registry; NDJSON progress unless stream is false",
+              request=PushRequest, response=ProgressResponse,
+              response_content="application/x-ndjson", errors=(400,)),
 ]
 
-_ERROR_TEXT = {400: "Invalid input", 404: "Not found", 500: "Server error"}
+# Inference: the model is loaded on demand; 503 when its queue is full.
+OPERATIONS += [
+    Operation("post", "/api/generate", "Generate a completion; NDJSON chunks unless stream is false. "
+              "An empty prompt loads the model (with keep_alive 0: unloads it)",
+              request=GenerateRequest, response=GenerateResponse, response_content="application/x-ndjson",
+              errors=(400, 404, 503)),
+    Operation("post", "/api/chat", "Chat with a model; NDJSON chunks unless stream is false. Empty "
+              "messages load the model (with keep_alive 0: unload it)",
+              request=ChatRequest, response=ChatResponse, response_content="application/x-ndjson",
+              errors=(400, 404, 503)),
+    Operation("post", "/api/embed", "L2-normalised embeddings of one or more inputs",
+              request=EmbedRequest, response=EmbedResponse, errors=(400, 404, 503)),
+    Operation("post", "/api/embeddings", "Legacy: the embedding of one prompt, not normalised",
+              request=EmbeddingsRequest, response=EmbeddingsResponse, errors=(400, 404, 503)),
+]
+
+_ERROR_TEXT = {400: "Invalid input", 404: "Not found", 500: "Server error", 503: "Busy: queue full"}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:

@@ -17,6 +17,13 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     prune_on_start: bool = True
+    # Registry (/v2): the host repositories are stored under (default: host:port),
+    # who may push, whether pulls need a token, and whether to trust X-Forwarded-*.
+    registry_host: str | None = None
+    authorized_keys: Path | None = None
+    anonymous_push: bool = False
+    private: bool = False
+    trust_proxy: bool = False
 
 
 def default_models_dir() -> Path:

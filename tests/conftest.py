@@ -14,6 +14,10 @@ from tests.servers import ThreadedServer, free_port
 from tests.tinymodel import tiny_gguf_bytes
 
 os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+# Tests build their own stores: no smollm2 import into them, and one llama.cpp thread
+# per runner (2 threads on 2 shared cores can be far slower than 1).
+os.environ.setdefault("CORRAL_DEFAULT_MODEL", "0")
+os.environ.setdefault("CORRAL_NUM_THREADS", "1")
 
 HOST = "registry.ollama.ai"
 CHATML = (

@@ -6,8 +6,10 @@ from aiohttp import web
 
 from api import __version__
 from api.responses import json_response
-from api.schemas import ProcessResponse, VersionResponse
+from api.schemas import ProcessModel, ProcessResponse, VersionResponse
 from api.settings import OLLAMA_COMPAT_VERSION
+from api.state import SCHEDULER
+from store.config import ModelDetails
 
 routes = web.RouteTableDef()
 
@@ -25,5 +27,17 @@ async def version(request: web.Request) -> web.Response:
 
 @routes.get("/api/ps")
 async def ps(request: web.Request) -> web.Response:
-    # Nothing is ever loaded until the runtime exists.
-    return json_response(ProcessResponse(models=[]))
+    models = [
+        ProcessModel(
+            name=e.model.name,
+            model=e.model.name,
+            size=e.size,
+            digest=e.model.digest,
+            details=ModelDetails(**e.model.details),
+            expires_at=e.expires_at,
+            size_vram=0,  # CPU inference: nothing lives in GPU memory
+            context_length=e.context_length,
+        )
+        for e in request.app[SCHEDULER].loaded()
+    ]
+    return json_response(ProcessResponse(models=models))

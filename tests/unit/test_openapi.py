@@ -23,4 +23,6 @@ def test_every_api_route_is_documented():
         path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", info.get("path") or info.get("formatter"))
         if route.method == "HEAD" and (("GET", path) in documented):
             continue
+        if path == "/v2" or path.startswith("/v2/"):
+            continue  # the registry: specified by the OCI distribution spec, not OpenAPI
         assert (route.method, path) in documented, f"{route.method} {path} missing from api/openapi.py"

@@ -1,0 +1,3 @@
+module corral/bench/loadgen
+
+go 1.19

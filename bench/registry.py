@@ -1,0 +1,417 @@
+"""corral's /v2 against docker-registry (CNCF distribution), measured in the same run.
+
+    .venv/bin/python bench/registry.py [--size-mib 512] [--chunk-mib 64] [--rounds 3]
+
+Starts `docker-registry` (Debian package) and `corral serve` on loopback, each with its
+own store on the same disk, and measures for both:
+
+- a blob upload of --size-mib: monolithic (POST, then PUT ?digest= with the body) and in
+  --chunk-mib chunks (POST, PATCH with Content-Range per chunk, PUT ?digest=);
+- a download of that blob: one stream, and 8 concurrent Range parts (raw sockets, one
+  reused buffer per stream);
+- manifest GETs and blob HEADs per second at --concurrency clients (a small Go load
+  generator, bench/loadgen, so the client costs little CPU on a small machine).
+
+Rounds alternate which server goes first; each line reports the median round and the
+CPU the server processes used (from /proc). Prints a Markdown table of corral/docker
+ratios, and JSON with --json. Other work on the machine changes absolute numbers a lot:
+compare the ratios, and look at the load average printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes and their children that were waited for."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / tick
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        out.extend(descendants(int(child)))
+    return out
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    host: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.host = urlsplit(self.url).netloc
+
+    def pids(self) -> list[int]:
+        return descendants(self.proc.pid)
+
+    def conn(self) -> http.client.HTTPConnection:
+        host, port = self.host.split(":")
+        return http.client.HTTPConnection(host, int(port), timeout=300)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(url)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server {url} exited with {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection(parts.hostname, parts.port, timeout=1)
+            c.request("GET", "/v2/")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server {url} did not come up")
+
+
+def start_docker_registry(work: Path) -> Server:
+    port = free_port()
+    config = work / "docker-registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'docker'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server("docker-registry", f"http://127.0.0.1:{port}", proc)
+    wait_up(server.url, proc)
+    return server
+
+
+def start_corral(work: Path) -> Server:
+    port = free_port()
+    env = {**os.environ, "CORRAL_NOPRUNE": "1"}
+    cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--models", str(work / "corral"), "--anonymous-push"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server("corral", f"http://127.0.0.1:{port}", proc)
+    wait_up(server.url, proc)
+    return server
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+def _check(resp: http.client.HTTPResponse, *ok: int) -> http.client.HTTPResponse:
+    resp.read()
+    if resp.status not in ok:
+        raise RuntimeError(f"unexpected {resp.status} {resp.reason}")
+    return resp
+
+
+def _path(location: str) -> str:
+    parts = urlsplit(location)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def upload_monolithic(server: Server, repo: str, data: memoryview, digest: str) -> None:
+    c = server.conn()
+    c.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"})
+    location = _check(c.getresponse(), 202).getheader("Location")
+    sep = "&" if "?" in location else "?"
+    c.request("PUT", f"{_path(location)}{sep}digest={digest}", body=data,
+              headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+    _check(c.getresponse(), 201)
+    c.close()
+
+
+def upload_chunked(server: Server, repo: str, data: memoryview, digest: str, chunk: int) -> None:
+    c = server.conn()
+    c.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"})
+    location = _check(c.getresponse(), 202).getheader("Location")
+    for offset in range(0, len(data), chunk):
+        part = data[offset : offset + chunk]
+        c.request("PATCH", _path(location), body=part, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(len(part)),
+            "Content-Range": f"{offset}-{offset + len(part) - 1}",
+        })
+        location = _check(c.getresponse(), 202).getheader("Location")
+    sep = "&" if "?" in location else "?"
+    c.request("PUT", f"{_path(location)}{sep}digest={digest}", headers={"Content-Length": "0"})
+    _check(c.getresponse(), 201)
+    c.close()
+
+
+def delete_blob(server: Server, repo: str, digest: str) -> None:
+    c = server.conn()
+    c.request("DELETE", f"/v2/{repo}/blobs/{digest}")
+    c.getresponse().read()
+    c.close()
+
+
+def fetch(server: Server, path: str, rng: str | None = None) -> int:
+    """GET over a raw socket, reading the body into one reused 4 MiB buffer: a client that
+    costs a few large recv_into calls, so the server, not the client, sets the pace."""
+    host, port = server.host.split(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {server.host}\r\nConnection: close\r\n"
+    if rng:
+        request += f"Range: bytes={rng}\r\n"
+    buf = bytearray(4 * MiB)
+    view = memoryview(buf)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * MiB)
+        sock.sendall((request + "\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed in the headers")
+            head += chunk
+        header, _, body = head.partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        if status not in (200, 206):
+            raise RuntimeError(f"GET {path}: {status}")
+        length = next(int(line.split(b":", 1)[1]) for line in header.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        got = len(body)
+        while got < length:
+            n = sock.recv_into(view, min(len(buf), length - got))
+            if n == 0:
+                break
+            got += n
+    return got
+
+
+def download(server: Server, repo: str, digest: str, size: int, parts: int) -> None:
+    path = f"/v2/{repo}/blobs/{digest}"
+    if parts == 1:
+        got = fetch(server, path)
+    else:
+        step = -(-size // parts)
+        ranges = [f"{a}-{min(a + step, size) - 1}" for a in range(0, size, step)]
+        with ThreadPoolExecutor(parts) as pool:
+            got = sum(pool.map(lambda r: fetch(server, path, r), ranges))
+    if got != size:
+        raise RuntimeError(f"downloaded {got} bytes, expected {size}")
+
+
+def seed_manifest(server: Server, repo: str) -> tuple[str, str]:
+    """A small model (config, one layer, manifest) to GET and HEAD; returns (tag, layer digest)."""
+    config, layer = b'{"model_format":"gguf"}\n', os.urandom(4096)
+    for blob in (config, layer):
+        d = "sha256:" + hashlib.sha256(blob).hexdigest()
+        c = server.conn()
+        c.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"})
+        location = _check(c.getresponse(), 202).getheader("Location")
+        sep = "&" if "?" in location else "?"
+        c.request("PUT", f"{_path(location)}{sep}digest={d}", body=blob,
+                  headers={"Content-Length": str(len(blob)), "Content-Type": "application/octet-stream"})
+        _check(c.getresponse(), 201)
+        c.close()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model",
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(), "size": len(layer)}],
+    }, separators=(",", ":")).encode()
+    c = server.conn()
+    c.request("PUT", f"/v2/{repo}/manifests/v1", body=manifest,
+              headers={"Content-Type": DOCKER_MANIFEST, "Content-Length": str(len(manifest))})
+    _check(c.getresponse(), 201)
+    c.close()
+    return "v1", "sha256:" + hashlib.sha256(layer).hexdigest()
+
+
+def build_loadgen(work: Path) -> Path | None:
+    if shutil.which("go") is None:
+        return None
+    out = work / "loadgen"
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(work / "gocache"), "CGO_ENABLED": "0"}
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=ROOT / "bench" / "loadgen", env=env,
+                   check=True, capture_output=True)
+    return out
+
+
+def rps(loadgen: Path, url: str, method: str, concurrency: int, seconds: float, headers: list[str]) -> float:
+    cmd = [str(loadgen), "-url", url, "-method", method, "-c", str(concurrency), "-d", f"{seconds}s"]
+    for h in headers:
+        cmd += ["-H", h]
+    result = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    if result["errors"]:
+        raise RuntimeError(f"{result['errors']} failed requests against {url}")
+    return result["requests"] / result["seconds"]
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Line:
+    name: str
+    unit: str
+    results: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, server: str) -> float:
+        return statistics.median(self.results[server])
+
+
+def measure(line: Line, server: Server, fn: Callable[[], float]) -> None:
+    pids = server.pids()
+    cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+    value = fn()
+    elapsed = time.perf_counter() - t0
+    cpu = (cpu_seconds(pids) - cpu0) / elapsed
+    line.results.setdefault(server.name, []).append(value)
+    line.cpu.setdefault(server.name, []).append(cpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=512)
+    ap.add_argument("--chunk-mib", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rps-seconds", type=float, default=5.0)
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--workdir", help="where the two stores go (default: a temp dir)")
+    args = ap.parse_args(argv)
+
+    for tool in ("docker-registry",):
+        if shutil.which(tool) is None:
+            print(f"bench/registry.py needs {tool}", file=sys.stderr)
+            return 2
+    work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
+    loadgen = build_loadgen(work)
+    load_before = os.getloadavg()
+    servers = [start_corral(work), start_docker_registry(work)]
+    size = args.size_mib * MiB
+    base = bytearray(os.urandom(size))
+    lines = {
+        "upload": Line(f"upload {args.size_mib} MiB, monolithic", "MiB/s"),
+        "chunked": Line(f"upload {args.size_mib} MiB, {args.chunk_mib} MiB chunks", "MiB/s"),
+        "download": Line(f"download {args.size_mib} MiB, one stream", "MiB/s"),
+        "ranges": Line(f"download {args.size_mib} MiB, 8 Range parts", "MiB/s"),
+        "manifest": Line(f"manifest GET, {args.concurrency} clients", "req/s"),
+        "head": Line(f"blob HEAD, {args.concurrency} clients", "req/s"),
+    }
+    try:
+        seeds = {s.name: seed_manifest(s, "bench/model") for s in servers}
+        # Warm up: one uncounted upload each, so that neither server is the first to make
+        # the kernel hand out page-cache pages a fresh VM has never touched (much slower).
+        for s in servers:
+            base[:16] = os.urandom(16)
+            digest = "sha256:" + hashlib.sha256(base).hexdigest()
+            upload_monolithic(s, "bench/blobs", memoryview(base), digest)
+            delete_blob(s, "bench/blobs", digest)
+        for r in range(args.rounds):
+            order = servers if r % 2 == 0 else servers[::-1]
+            for s in order:
+                for key, chunked in (("upload", False), ("chunked", True)):
+                    base[:16] = os.urandom(16)  # a new blob each time: no dedup, no cache
+                    data = memoryview(base)
+                    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+                    def up(s: Server = s, data: memoryview = data, digest: str = digest,
+                           chunked: bool = chunked) -> float:
+                        t0 = time.perf_counter()
+                        if chunked:
+                            upload_chunked(s, "bench/blobs", data, digest, args.chunk_mib * MiB)
+                        else:
+                            upload_monolithic(s, "bench/blobs", data, digest)
+                        return size / MiB / (time.perf_counter() - t0)
+
+                    measure(lines[key], s, up)
+                    if key == "upload":
+                        for dkey, parts in (("download", 1), ("ranges", 8)):
+                            def down(s: Server = s, digest: str = digest, parts: int = parts) -> float:
+                                t0 = time.perf_counter()
+                                download(s, "bench/blobs", digest, size, parts)
+                                return size / MiB / (time.perf_counter() - t0)
+
+                            measure(lines[dkey], s, down)
+                    delete_blob(s, "bench/blobs", digest)
+                if loadgen is not None:
+                    tag, layer = seeds[s.name]
+                    measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
+                        loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
+                        args.rps_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
+                    measure(lines["head"], s, lambda s=s, layer=layer: rps(
+                        loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
+                        args.rps_seconds, []))
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    print(f"cores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
+          f"median of {args.rounds} rounds; CPU = cores used by the server while measured")
+    print()
+    print("| measurement | corral | docker-registry | corral / docker-registry |")
+    print("|---|---|---|---|")
+    report = {}
+    for key, line in lines.items():
+        if not line.results:
+            continue
+        c, d = line.median("corral"), line.median("docker-registry")
+        cc = statistics.median(line.cpu["corral"])
+        dc = statistics.median(line.cpu["docker-registry"])
+        print(f"| {line.name} | {c:,.0f} {line.unit} (CPU {cc:.2f}) | {d:,.0f} {line.unit} (CPU {dc:.2f}) "
+              f"| **{c / d:.2f}x** |")
+        report[key] = {"name": line.name, "unit": line.unit, "results": line.results, "cpu": line.cpu,
+                       "ratio": c / d}
+    if args.json:
+        Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
+                                               "lines": report}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Pull throughput: corral's client vs `skopeo copy` vs oras-py, from one local registry.
+
+Starts the CNCF `docker-registry` (Debian package) on a loopback port with a temp config,
+stores a model whose weights layer is `--size` bytes (1 GiB by default) under an OCI
+manifest (so skopeo accepts it), then, in the same run and interleaved so that machine load
+hits all three alike:
+
+- corral: `registry.client.pull` into a fresh store (parallel Range parts, hashing as it
+  goes, fsync before the blob appears: what `corral pull` does inside the server);
+- skopeo: `skopeo copy docker://... dir:...` (the whole image: the same bytes plus a tiny
+  config);
+- oras-py: `Registry.download_blob` of the same layer.
+
+Then the resume case: a corral pull cancelled at about half (the state files stay), and the
+time the next pull takes to finish, against a full pull.
+
+    .venv/bin/python bench/transfer.py [--size BYTES] [--runs N] [--markdown]
+
+Prints one JSON object (and a markdown table with --markdown). Needs `docker-registry`,
+`skopeo` and the `oras` package; a missing peer is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from registry.client import LayerProgress, TransferOptions, pull  # noqa: E402
+from store.digest import Digest  # noqa: E402
+from store.names import ModelName  # noqa: E402
+from store.store import Store  # noqa: E402
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("docker-registry did not start")
+
+
+def _request(method: str, url: str, data: Any = None, headers: dict[str, str] | None = None) -> Any:
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    return urllib.request.urlopen(req, timeout=600)
+
+
+def upload(base: str, repo: str, path: Path, digest: str) -> None:
+    with _request("POST", f"{base}/v2/{repo}/blobs/uploads/") as r:
+        location = r.headers["Location"]
+    if location.startswith("/"):
+        location = base + location
+    sep = "&" if "?" in location else "?"
+    with path.open("rb") as f:
+        size = path.stat().st_size
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        with _request("PUT", f"{location}{sep}digest={digest}", data=f, headers=headers) as r:
+            assert r.status == 201, r.status
+
+
+def make_weights(path: Path, size: int) -> str:
+    """`size` bytes: one random MiB repeated, each MiB stamped with its index (fast to make)."""
+    block = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    with path.open("wb") as f:
+        for i in range(0, size, 1 << 20):
+            piece = i.to_bytes(8, "little") + block[8 : min(1 << 20, size - i)]
+            f.write(piece)
+            h.update(piece)
+    return "sha256:" + h.hexdigest()
+
+
+def publish(base: str, work: Path, size: int) -> tuple[str, str]:
+    weights = work / "weights.bin"
+    digest = make_weights(weights, size)
+    upload(base, "bench/model", weights, digest)
+    weights.unlink()
+    config = b'{"model_format":"gguf","architecture":"amd64","os":"linux"}\n'
+    config_path = work / "config.json"
+    config_path.write_bytes(config)
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    upload(base, "bench/model", config_path, config_digest)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": digest, "size": size}],
+    }).encode()
+    with _request("PUT", f"{base}/v2/bench/model/manifests/latest", data=manifest,
+                  headers={"Content-Type": OCI_MANIFEST}) as r:
+        assert r.status == 201
+    return digest, config_digest
+
+
+async def corral_pull(host: str, dest: Path, stop_at: float | None = None) -> float:
+    """Seconds for a corral pull into `dest`; with `stop_at`, cancel at that fraction."""
+    store = Store(dest)
+    name = ModelName.parse(f"{host}/bench/model:latest")
+    started = time.perf_counter()
+    events = pull(store, name, insecure=True, options=TransferOptions())
+    async for event in events:
+        if stop_at is not None and isinstance(event, LayerProgress) and event.total > 1 << 20:
+            if event.completed >= stop_at * event.total:
+                break
+    await events.aclose()
+    return time.perf_counter() - started
+
+
+def skopeo_copy(host: str, dest: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                    f"docker://{host}/bench/model:latest", f"dir:{dest}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def oras_pull(host: str, digest: str, dest: Path) -> float:
+    import oras.provider
+
+    dest.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    reg = oras.provider.Registry(host, insecure=True)
+    container = reg.get_container(f"{host}/bench/model:latest")
+    reg.download_blob(container, digest, str(dest / "blob"))
+    return time.perf_counter() - started
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1 << 30)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--workdir", default=None, help="where the registry and the copies live")
+    args = ap.parse_args()
+
+    peers = {"skopeo": shutil.which("skopeo") is not None}
+    try:
+        import oras.provider  # noqa: F401
+
+        peers["oras"] = True
+    except ImportError:
+        peers["oras"] = False
+
+    work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
+    proc, port = start_registry(work / "registry")
+    host = f"127.0.0.1:{port}"
+    results: dict[str, list[float]] = {"corral": [], "skopeo": [], "oras": []}
+    try:
+        digest, _ = publish(f"http://{host}", work, args.size)
+        load_before = os.getloadavg()
+        for run in range(args.runs):
+            # Rotate the order so no tool always goes first (warm caches, background load).
+            order = ["corral", "skopeo", "oras"][run % 3:] + ["corral", "skopeo", "oras"][: run % 3]
+            for tool in order:
+                dest = work / f"{tool}-{run}"
+                if tool == "corral":
+                    secs = asyncio.run(corral_pull(host, dest))
+                    got = sha256_file(Store(dest).blobs.path(Digest(digest)))
+                elif tool == "skopeo" and peers["skopeo"]:
+                    secs = skopeo_copy(host, dest)
+                    got = sha256_file(dest / digest[7:])
+                elif tool == "oras" and peers["oras"]:
+                    secs = oras_pull(host, digest, dest)
+                    got = sha256_file(dest / "blob")
+                else:
+                    continue
+                assert got == digest, f"{tool} produced the wrong bytes"
+                results[tool].append(secs)
+                shutil.rmtree(dest, ignore_errors=True)
+        # Resume: stop a pull at half, then time the pull that finishes it.
+        resume_runs = []
+        for run in range(args.runs):
+            dest = work / f"resume-{run}"
+            asyncio.run(corral_pull(host, dest, stop_at=0.5))
+            secs = asyncio.run(corral_pull(host, dest))
+            assert sha256_file(Store(dest).blobs.path(Digest(digest))) == digest
+            resume_runs.append(secs)
+            shutil.rmtree(dest, ignore_errors=True)
+        load_after = os.getloadavg()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+    mib = args.size / (1 << 20)
+    summary: dict[str, Any] = {
+        "size_bytes": args.size,
+        "runs": args.runs,
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
+        "peers": peers,
+        "tools": {},
+        "resume_after_half_s": round(statistics.median(resume_runs), 3),
+    }
+    for tool, times in results.items():
+        if times:
+            med = statistics.median(times)
+            summary["tools"][tool] = {"median_s": round(med, 3), "MiB_per_s": round(mib / med, 1),
+                                      "runs_s": [round(t, 3) for t in times]}
+    peers_done = [t for t in ("skopeo", "oras") if t in summary["tools"]]
+    if peers_done and "corral" in summary["tools"]:
+        fastest = min(peers_done, key=lambda t: summary["tools"][t]["median_s"])
+        summary["corral_vs_fastest_peer"] = round(
+            summary["tools"][fastest]["median_s"] / summary["tools"]["corral"]["median_s"], 2)
+        summary["fastest_peer"] = fastest
+    print(json.dumps(summary, indent=2))
+    if args.markdown:
+        print()
+        print("| tool | median time | throughput | runs |")
+        print("|---|---|---|---|")
+        for tool, r in summary["tools"].items():
+            print(f"| {tool} | {r['median_s']:.2f} s | {r['MiB_per_s']:.0f} MiB/s | "
+                  + ", ".join(f"{t:.2f}" for t in r["runs_s"]) + " |")
+        full = summary["tools"]["corral"]["median_s"]
+        print(f"| corral, resume after stopping at 50% | {summary['resume_after_half_s']:.2f} s | "
+              f"(full pull {full:.2f} s) | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

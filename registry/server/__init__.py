@@ -1,0 +1,32 @@
+"""The registry server: the OCI distribution API at /v2 of `corral serve`.
+
+One handler module per resource (blobs, uploads, manifests, tags, catalog, token), routing
+and access control in `base`, OCI error codes in `errors`, wire models in `wire`. The
+repositories are the model store's manifests under the server's canonical host name, so
+a model pushed here is a local model at once. Mount it with `setup_registry(app, settings,
+store)`, and put `registry_guard` first among the main application's middlewares.
+"""
+
+from registry.server.app import (
+    config_from,
+    create_registry_app,
+    purge,
+    registry_guard,
+    setup_registry,
+)
+from registry.server.errors import CODES, RegistryError
+from registry.server.state import REGISTRY, RegistryConfig, RegistryState, default_registry_host
+
+__all__ = [
+    "CODES",
+    "REGISTRY",
+    "RegistryConfig",
+    "RegistryError",
+    "RegistryState",
+    "config_from",
+    "create_registry_app",
+    "default_registry_host",
+    "purge",
+    "registry_guard",
+    "setup_registry",
+]

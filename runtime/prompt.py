@@ -1,0 +1,445 @@
+"""Prompts for /api/generate and /api/chat, built as ollama builds them.
+
+A model's prompt template is its TEMPLATE layer (Go text/template, run by
+``runtime.template``). A model without one falls back to the GGUF's own Jinja chat
+template (``tokenizer.chat_template``), rendered in Jinja's immutable sandbox with
+limits on time, output size, call arguments and string sizes: that text comes from the
+model file, and an unsandboxed render of it is remote code execution
+(CVE-2024-34359, threats.md item 12). A model with neither gets ``{{ .Prompt }}``.
+
+``chat_prompt`` applies ollama's truncation: when the prompt is longer than
+``num_ctx`` tokens, the oldest messages are dropped, keeping every system message and
+always the last message. It calls a token counter, so it runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import functools
+import logging
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runtime import template as gotemplate
+from runtime.template import TemplateError
+
+# The tool-call tag is read off the parsed template's tree, as ollama does; the node
+# classes are the template package's parse tree (not part of its curated API).
+from runtime.template.nodes import (
+    ActionNode,
+    FieldNode,
+    IfNode,
+    ListNode,
+    RangeNode,
+    TextNode,
+    WithNode,
+)
+
+log = logging.getLogger("corral.prompt")
+
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+
+Message = dict[str, Any]
+Think = bool | str | None
+
+
+class PromptError(Exception):
+    """A template that cannot be parsed or rendered; `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Renderer(ABC):
+    """Turns messages into prompt text with one template."""
+
+    text: str
+
+    @abstractmethod
+    def render(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None,
+               think: Think) -> str: ...
+
+    def render_suffix(self, prompt: str, suffix: str, think: Think) -> str:
+        raise PromptError("this model does not support insert", 400)
+
+    @property
+    def supports_tools(self) -> bool:
+        return False
+
+    @property
+    def supports_insert(self) -> bool:
+        return False
+
+    @property
+    def thinking_tags(self) -> tuple[str, str] | None:
+        if "<think>" in self.text and "</think>" in self.text:
+            return "<think>", "</think>"
+        return None
+
+    @property
+    def tool_tag(self) -> str:
+        return "{"
+
+
+class GoRenderer(Renderer):
+    """An ollama TEMPLATE (Go text/template), run by runtime.template."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        try:
+            self.template = gotemplate.parse_ollama(text)
+        except TemplateError as exc:
+            raise PromptError(str(exc)) from None
+
+    def render(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None,
+               think: Think) -> str:
+        try:
+            return gotemplate.execute(self.template, list(messages), tools=tools, think=think)
+        except TemplateError as exc:
+            raise PromptError(str(exc)) from None
+
+    def render_suffix(self, prompt: str, suffix: str, think: Think) -> str:
+        try:
+            return gotemplate.execute(self.template, (), prompt=prompt, suffix=suffix, think=think)
+        except TemplateError as exc:
+            raise PromptError(str(exc)) from None
+
+    @property
+    def supports_tools(self) -> bool:
+        return self._references("tools")
+
+    @property
+    def supports_insert(self) -> bool:
+        return self._references("suffix")
+
+    def _references(self, name: str) -> bool:
+        try:
+            return self.template.references(name)
+        except TemplateError:
+            return False
+
+    @property
+    def tool_tag(self) -> str:
+        return tool_call_tag(self.template)
+
+
+# -- the Go template's tool call tag (ollama's tools/template.go: parseTag) -----------------
+
+
+def tool_call_tag(t: gotemplate.Template) -> str:
+    """The text a model writes before a tool call: the first text inside the template's
+    ``{{ if .ToolCalls }}`` block, up to its first ``{``; ``{`` when there is none."""
+    root = t.tree.root
+    if root is None:
+        return "{"
+    node = _find_tool_calls_if(root.nodes)
+    if node is None:
+        return "{"
+    text = _first_text(node.list.nodes)
+    if text is None:
+        return "{"
+    tag = text.replace("\r\n", "\n").split("{", 1)[0].strip()
+    return tag or "{"
+
+
+def _find_tool_calls_if(nodes: Sequence[Any]) -> Any:
+    for n in nodes:
+        if isinstance(n, IfNode):
+            for cmd in n.pipe.cmds:
+                if any(isinstance(a, FieldNode) and "ToolCalls" in a.ident for a in cmd.args):
+                    return n
+        if isinstance(n, IfNode | RangeNode | WithNode):
+            found = _find_tool_calls_if(n.list.nodes)
+            if found is None and n.else_list is not None:
+                found = _find_tool_calls_if(n.else_list.nodes)
+            if found is not None:
+                return found
+        elif isinstance(n, ListNode):
+            found = _find_tool_calls_if(n.nodes)
+            if found is not None:
+                return found
+    return None
+
+
+def _first_text(nodes: Sequence[Any]) -> str | None:
+    for n in nodes:
+        if isinstance(n, TextNode):
+            if n.value.strip():
+                return n.value
+        elif isinstance(n, IfNode | RangeNode | WithNode):
+            text = _first_text(n.list.nodes)
+            if text is None and n.else_list is not None:
+                text = _first_text(n.else_list.nodes)
+            return text
+        elif isinstance(n, ListNode):
+            text = _first_text(n.nodes)
+            if text is not None:
+                return text
+        elif isinstance(n, ActionNode):
+            return None
+    return None
+
+
+# -- Jinja chat templates from GGUF metadata ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class JinjaLimits:
+    max_template: int = 256 * 1024  # characters of template source
+    max_output: int = 4 * 1024 * 1024  # characters rendered
+    max_seconds: float = 2.0
+    max_int_argument: int = 1_000_000  # any int given to a call, filter or repetition
+    max_string: int = 4 * 1024 * 1024  # any string read through an attribute or item
+
+
+class JinjaRenderer(Renderer):
+    """A Hugging Face style chat template, rendered in an immutable sandbox with limits."""
+
+    def __init__(self, text: str, *, bos_token: str = "", eos_token: str = "",
+                 limits: JinjaLimits | None = None) -> None:
+        import jinja2
+
+        self.text = text
+        self.limits = limits or JinjaLimits()
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        if len(text) > self.limits.max_template:
+            raise PromptError(f"the model's chat template is too large ({len(text)} characters)")
+        self.env = _sandbox(self.limits)
+        try:
+            self.template = self.env.from_string(text)
+        except (jinja2.TemplateError, RecursionError, MemoryError) as exc:
+            raise PromptError(f"the model's chat template is invalid: {exc}") from None
+
+    def render(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None,
+               think: Think) -> str:
+        import jinja2
+
+        data = {
+            "messages": [_plain(m) for m in messages],
+            "tools": [_plain(t) for t in tools] if tools else None,
+            "add_generation_prompt": True,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+        }
+        if think is not None:
+            data["enable_thinking"] = bool(think)
+        state = _RenderState(time.monotonic() + self.limits.max_seconds)
+        token = _CURRENT.set(state)
+        try:
+            out: list[str] = []
+            size = 0
+            for chunk in self.template.generate(**data):
+                size += len(chunk)
+                if size > self.limits.max_output:
+                    raise PromptError("the model's chat template produced too much output")
+                state.check()
+                out.append(chunk)
+            return "".join(out)
+        except PromptError:
+            raise
+        except _LimitHit as exc:
+            raise PromptError(f"the model's chat template exceeded a limit: {exc}") from None
+        except (jinja2.TemplateError, RecursionError, MemoryError, OverflowError) as exc:
+            raise PromptError(f"cannot render the model's chat template: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - template code may raise anything
+            raise PromptError(f"cannot render the model's chat template: {type(exc).__name__}: {exc}") from None
+        finally:
+            _CURRENT.reset(token)
+
+    @property
+    def supports_tools(self) -> bool:
+        return "tools" in self.text
+
+    @property
+    def tool_tag(self) -> str:
+        return "<tool_call>" if "<tool_call>" in self.text else "{"
+
+
+class _LimitHit(Exception):
+    pass
+
+
+class _RenderState:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.steps = 0
+
+    def check(self) -> None:
+        self.steps += 1
+        if time.monotonic() > self.deadline:
+            raise _LimitHit("render took too long")
+
+
+_CURRENT: contextvars.ContextVar[_RenderState] = contextvars.ContextVar("corral_jinja_render")
+
+
+def _tick() -> None:
+    state = _CURRENT.get(None)
+    if state is not None:
+        state.check()
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made of plain dicts, lists and scalars (nothing with methods to abuse)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+@functools.lru_cache(maxsize=8)
+def _sandbox(limits: JinjaLimits) -> Any:
+    from jinja2.exceptions import TemplateError as JinjaTemplateError
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def check_args(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, int) and not isinstance(a, bool) and abs(a) > limits.max_int_argument:
+                raise _LimitHit(f"argument {a} is too large")
+
+    def check_value(v: Any) -> Any:
+        if isinstance(v, str | list | tuple | dict) and len(v) > limits.max_string:
+            raise _LimitHit("value too large")
+        return v
+
+    class Limited(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**", "%", "//"})
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+            _tick()
+            check_args(args, kwargs)
+            return check_value(super().call(__context, __obj, *args, **kwargs))
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            _tick()
+            return check_value(super().getattr(obj, attribute))
+
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            _tick()
+            return check_value(super().getitem(obj, argument))
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _tick()
+            if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+                raise _LimitHit("exponent too large")
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, str | list | tuple) and isinstance(n, int):
+                        if len(seq) * max(n, 0) > limits.max_string:
+                            raise _LimitHit("repetition too large")
+            if operator == "%" and isinstance(left, str) and re.search(r"%[-+ #0]*\*|%[-+ #0]*\d{4,}|\.\d{4,}", left):
+                raise _LimitHit("format width too large")
+            return check_value(super().call_binop(context, operator, left, right))
+
+    def raise_exception(message: str = "") -> None:
+        raise JinjaTemplateError(str(message))
+
+    def strftime_now(fmt: str) -> str:
+        return time.strftime(str(fmt)[:100])
+
+    env = Limited(extensions=[loopcontrols], trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    for name, fn in list(env.filters.items()):
+        env.filters[name] = _limited_filter(fn, check_args)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env
+
+
+def _limited_filter(fn: Callable[..., Any], check_args: Callable[[Sequence[Any], Mapping[str, Any]], None]) -> Callable[..., Any]:
+    @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment markers
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        check_args(args, kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+# -- choosing a renderer ---------------------------------------------------------------------
+
+
+def renderer_for(template: str | None, chat_template: str | None, *, bos_token: str = "",
+                 eos_token: str = "") -> Renderer:
+    """The model's TEMPLATE; else its GGUF Jinja chat template; else ``{{ .Prompt }}``."""
+    if template is not None:
+        return GoRenderer(template)
+    if chat_template:
+        return JinjaRenderer(chat_template, bos_token=bos_token, eos_token=eos_token)
+    return GoRenderer(DEFAULT_TEMPLATE)
+
+
+@functools.lru_cache(maxsize=64)
+def cached_renderer(template: str | None, chat_template: str | None, bos_token: str = "",
+                    eos_token: str = "") -> Renderer:
+    return renderer_for(template, chat_template, bos_token=bos_token, eos_token=eos_token)
+
+
+# -- prompts -----------------------------------------------------------------------------------
+
+
+def with_model_messages(
+    messages: Sequence[Mapping[str, Any]], system: str | None, history: Sequence[Mapping[str, Any]]
+) -> list[Message]:
+    """ollama's chat: the model's MESSAGEs first, and its SYSTEM in front unless the
+    request starts with a system message."""
+    msgs = [dict(m) for m in history] + [dict(m) for m in messages]
+    if system and (not messages or messages[0].get("role") != "system"):
+        msgs.insert(0, {"role": "system", "content": system})
+    return msgs
+
+
+def generate_messages(prompt: str, system: str | None, history: Sequence[Mapping[str, Any]],
+                      images: Sequence[str] | None = None) -> list[Message]:
+    """ollama's generate: [system] + [model MESSAGEs] + the prompt as a user message."""
+    msgs: list[Message] = []
+    if system:
+        msgs.append({"role": "system", "content": system})
+    msgs.extend(dict(m) for m in history)
+    user: Message = {"role": "user", "content": prompt}
+    if images:
+        user["images"] = list(images)
+    msgs.append(user)
+    return msgs
+
+
+def chat_prompt(
+    renderer: Renderer,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    think: Think = None,
+    num_ctx: int = 0,
+    count_tokens: Callable[[str], int] | None = None,
+) -> tuple[str, int]:
+    """ollama's chatPrompt: (prompt, index of the first message kept).
+
+    Without `count_tokens` nothing is dropped. A prompt with no more bytes than
+    `num_ctx` cannot have more tokens than that, so it is not counted at all.
+    """
+    msgs = [dict(m) for m in messages]
+    last = len(msgs) - 1
+    if count_tokens is None or last < 0:
+        return renderer.render(msgs, tools, think), 0
+    for i in range(last + 1):
+        system = [m for m in msgs[:i] if m.get("role") == "system"]
+        prompt = renderer.render(system + msgs[i:], tools, think)
+        if len(prompt.encode("utf-8")) <= num_ctx or count_tokens(prompt) <= num_ctx or i == last:
+            if i:
+                log.debug("truncated %d messages to fit num_ctx=%d", i, num_ctx)
+            return prompt, i
+    raise AssertionError("unreachable")
+
+
+def copy_messages(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
+    return copy.deepcopy([dict(m) for m in messages])

@@ -1,0 +1,270 @@
+"""The server's side of a runner: start the child, talk to it, notice when it dies.
+
+All methods run on the server's event loop. Requests are matched to replies by id, so
+a cancelled completion can keep draining in the background while the next request is
+already queued in the child (the child runs them in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from runtime.runner.protocol import MAX_LINE, CompleteSpec, LoadSpec, decode, encode
+
+log = logging.getLogger("corral.runner")
+
+LOAD_TIMEOUT_S = float(os.environ.get("CORRAL_LOAD_TIMEOUT", "300"))
+STOP_TIMEOUT_S = 5.0
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+
+CRASH_MESSAGE = (
+    "model runner has unexpectedly stopped, this may be due to resource limitations "
+    "or an internal error"
+)
+
+
+class RunnerError(Exception):
+    """A request the runner refused or could not finish; `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RunnerCrashed(RunnerError):
+    """The runner process exited while requests were in flight."""
+
+
+class _Gone:
+    """Marks a request whose caller stopped listening: replies are dropped until done."""
+
+
+_GONE = _Gone()
+
+
+class Runner:
+    """One child process holding one loaded model."""
+
+    def __init__(
+        self,
+        spec: LoadSpec,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.spec = spec
+        self.proc = proc
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Queue[Any] | _Gone] = {}
+        self._stderr: deque[str] = deque(maxlen=20)
+        self._closing = False
+        self.dead = False
+        self.info: dict[str, Any] = {}
+        self.on_exit: Callable[[Runner], None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, spec: LoadSpec, *, env: dict[str, str] | None = None) -> Runner:
+        """Start a child and load `spec` into it; raise RunnerError if that fails."""
+        parent_sock, child_sock = socket.socketpair()
+        child_env = dict(os.environ if env is None else env)
+        child_env.setdefault("GGML_NO_BACKTRACE", "1")
+        # The child imports `runtime` by module name; make sure it finds this checkout.
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PROJECT_ROOT, child_env.get("PYTHONPATH", "")) if p
+        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "runtime.runner", str(child_sock.fileno()),
+                pass_fds=(child_sock.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=child_env,
+            )
+        except BaseException:
+            parent_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock, limit=MAX_LINE)
+        runner = cls(spec, proc, reader, writer)
+        runner._tasks = [
+            asyncio.create_task(runner._read_loop(), name=f"runner-{proc.pid}-read"),
+            asyncio.create_task(runner._log_loop(), name=f"runner-{proc.pid}-log"),
+        ]
+        try:
+            reply = await asyncio.wait_for(runner._call(spec.message(), request_id=0), LOAD_TIMEOUT_S)
+        except BaseException as exc:
+            await runner.close(kill=True)
+            if isinstance(exc, TimeoutError):
+                raise RunnerError(f"timed out loading the model after {LOAD_TIMEOUT_S:.0f}s") from None
+            if isinstance(exc, RunnerError):
+                raise RunnerError(f"failed to load model: {exc.message}", exc.status) from None
+            raise
+        runner.info = reply
+        log.info("runner %d loaded %s (n_ctx=%d, threads=%d) in %.2fs", proc.pid, spec.model_path,
+                 spec.n_ctx, spec.n_threads, reply.get("load_ns", 0) / 1e9)
+        return runner
+
+    async def close(self, kill: bool = False) -> None:
+        """Stop the child: close the socket (it exits on EOF), kill it if it lingers."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        if kill and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        try:
+            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        for task in self._tasks:
+            await asyncio.gather(task, return_exceptions=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _log_loop(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if line:
+                self._stderr.append(line)
+                log.debug("runner %d: %s", self.proc.pid, line)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break
+                msg = decode(line)
+                request_id = msg.get("id", 0)
+                target = self._pending.get(request_id)
+                if target is None:
+                    continue
+                finished = "error" in msg or msg.get("done") or msg.get("ready") or "piece" not in msg
+                if isinstance(target, _Gone):
+                    if finished:
+                        self._pending.pop(request_id, None)
+                    continue
+                target.put_nowait(msg)
+                if finished:
+                    self._pending.pop(request_id, None)
+        except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
+            log.warning("runner %d: protocol error: %s", self.proc.pid, exc)
+        finally:
+            await self._exited()
+
+    async def _exited(self) -> None:
+        self.dead = True
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            code = await self.proc.wait()
+        # Give the log reader a moment to collect the child's last words.
+        await asyncio.sleep(0)
+        message = CRASH_MESSAGE + f" (runner exit status {code})"
+        tail = [line for line in self._stderr if line.strip()][-3:]
+        if tail and not self._closing:
+            message += ": " + " / ".join(tail)
+        error = RunnerCrashed(message)
+        if not self._closing:
+            log.error("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, message)
+        for target in self._pending.values():
+            if isinstance(target, asyncio.Queue):
+                target.put_nowait(error)
+        self._pending.clear()
+        if self.on_exit is not None:
+            self.on_exit(self)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.dead:
+            raise RunnerCrashed(CRASH_MESSAGE)
+        self._writer.write(encode(message))
+
+    async def _call(self, message: dict[str, Any], request_id: int | None = None) -> dict[str, Any]:
+        rid = next(self._ids) if request_id is None else request_id
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending[rid] = queue
+        try:
+            self._send({**message, "id": rid})
+            reply = await queue.get()
+        except BaseException:
+            if rid in self._pending:
+                self._pending[rid] = _GONE
+            raise
+        if isinstance(reply, BaseException):
+            raise reply
+        if "error" in reply:
+            raise RunnerError(str(reply["error"]), int(reply.get("status", 500)))
+        return reply
+
+    async def tokenize(self, text: str) -> list[int]:
+        reply = await self._call({"op": "tokenize", "text": text})
+        return [int(t) for t in reply["tokens"]]
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        reply = await self._call({"op": "detokenize", "tokens": tokens})
+        return str(reply["text"])
+
+    async def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], list[int]]:
+        reply = await self._call({"op": "embed", "texts": texts, "truncate": truncate})
+        return reply["embeddings"], [int(c) for c in reply["counts"]]
+
+    async def complete(self, spec: CompleteSpec) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``{"piece": text}`` objects, then the final ``{"done": true, ...}`` one.
+
+        Closing the generator early (the client went away) cancels the generation in
+        the child; its remaining replies are dropped.
+        """
+        rid = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending[rid] = queue
+        finished = False
+        try:
+            self._send(spec.message(rid))
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                if "error" in item:
+                    finished = True
+                    raise RunnerError(str(item["error"]), int(item.get("status", 500)))
+                if item.get("done"):
+                    finished = True
+                    yield item
+                    return
+                yield item
+        finally:
+            if not finished and rid in self._pending:
+                self._pending[rid] = _GONE
+                if not self.dead:
+                    with contextlib.suppress(Exception):
+                        self._writer.write(encode({"op": "cancel", "id": rid}))
