@@ -127,12 +127,15 @@ def publish(base: str, work: Path, size: int) -> tuple[str, str]:
     return digest, config_digest
 
 
+OPTIONS = TransferOptions()
+
+
 async def corral_pull(host: str, dest: Path, stop_at: float | None = None) -> float:
     """Seconds for a corral pull into `dest`; with `stop_at`, cancel at that fraction."""
     store = Store(dest)
     name = ModelName.parse(f"{host}/bench/model:latest")
     started = time.perf_counter()
-    events = pull(store, name, insecure=True, options=TransferOptions())
+    events = pull(store, name, insecure=True, options=OPTIONS)
     async for event in events:
         if stop_at is not None and isinstance(event, LayerProgress) and event.total > 1 << 20:
             if event.completed >= stop_at * event.total:
@@ -174,7 +177,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--workdir", default=None, help="where the registry and the copies live")
+    ap.add_argument("--connections", type=int, default=None,
+                    help=f"corral's streams per blob (default {TransferOptions().connections})")
     args = ap.parse_args()
+    global OPTIONS
+    if args.connections:
+        OPTIONS = TransferOptions(connections=args.connections)
 
     peers = {"skopeo": shutil.which("skopeo") is not None}
     try:
@@ -210,15 +218,20 @@ def main() -> int:
                 assert got == digest, f"{tool} produced the wrong bytes"
                 results[tool].append(secs)
                 shutil.rmtree(dest, ignore_errors=True)
+                # Untimed: write back what this tool left dirty, so the next one does not pay
+                # for it (corral fsyncs inside its timing; skopeo and oras do not).
+                os.sync()
         # Resume: stop a pull at half, then time the pull that finishes it.
         resume_runs = []
         for run in range(args.runs):
             dest = work / f"resume-{run}"
             asyncio.run(corral_pull(host, dest, stop_at=0.5))
+            os.sync()
             secs = asyncio.run(corral_pull(host, dest))
             assert sha256_file(Store(dest).blobs.path(Digest(digest))) == digest
             resume_runs.append(secs)
             shutil.rmtree(dest, ignore_errors=True)
+            os.sync()
         load_after = os.getloadavg()
     finally:
         proc.terminate()
@@ -229,6 +242,7 @@ def main() -> int:
     summary: dict[str, Any] = {
         "size_bytes": args.size,
         "runs": args.runs,
+        "corral_connections": OPTIONS.connections,
         "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
