@@ -16,7 +16,8 @@ from typing import Any
 def go_float(x: float) -> str:
     """encoding/json's float64: shortest digits, `e` notation below 1e-6 or from 1e21."""
     if math.isnan(x) or math.isinf(x):
-        raise ValueError(f"json: unsupported value: {x!r}")
+        spelled = "NaN" if math.isnan(x) else ("+Inf" if x > 0 else "-Inf")
+        raise ValueError(f"json: unsupported value: {spelled}")
     if x == 0:
         return "-0" if math.copysign(1.0, x) < 0 else "0"
     sign, digit_tuple, exponent = Decimal(repr(x)).normalize().as_tuple()
@@ -50,7 +51,8 @@ _ESCAPES = {
 }
 
 
-def _string(text: str) -> str:
+def json_string(text: str) -> str:
+    """A JSON string literal as encoding/json writes it (HTML-safe)."""
     out = ['"']
     for ch in text:
         escaped = _ESCAPES.get(ch)
@@ -74,7 +76,7 @@ def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        out.append(_string(value))
+        out.append(json_string(value))
     elif isinstance(value, int):
         # Go holds JSON numbers as float64, so integers past 2**53 print as that float does.
         out.append(str(int(value)) if abs(value) < 2**53 else go_float(float(value)))
@@ -86,7 +88,7 @@ def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
         for i, (k, v) in enumerate(items):
             if i:
                 out.append(",")
-            out.append(_string(str(k)))
+            out.append(json_string(str(k)))
             out.append(":")
             _encode(v, out, sort_keys)
         out.append("}")

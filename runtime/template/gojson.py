@@ -9,10 +9,10 @@ as ``null``. Go 1.22+ rules: ``\\b`` and ``\\f`` use their short escapes.
 from __future__ import annotations
 
 import base64
-import math
 from typing import Any
 
-from .gostrconv import format_float
+from store.gojson import go_float, json_string
+
 from .values import INVALID, GoList, GoMap, GoStruct, GoValue, Iface, type_name
 
 
@@ -20,55 +20,12 @@ class JSONMarshalError(Exception):
     """json.Marshal would have returned an error (ollama then prints "")."""
 
 
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",
-    "\f": "\\f",
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-
-
-def json_string(s: str) -> str:
-    """A JSON string literal as encoding/json writes it (HTML-safe)."""
-    out = ['"']
-    for ch in s:
-        esc = _ESCAPES.get(ch)
-        if esc is not None:
-            out.append(esc)
-            continue
-        r = ord(ch)
-        if r < 0x20:
-            out.append(f"\\u00{r:02x}")
-        elif 0xD800 <= r <= 0xDFFF:
-            out.append("\\ufffd")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def json_float(f: float) -> str:
     """encoding/json's float64 encoding."""
-    if math.isnan(f) or math.isinf(f):
-        raise JSONMarshalError(f"json: unsupported value: {format_float(f, 'g', -1)}")
-    a = abs(f)
-    fmt = "f"
-    if a != 0 and (a < 1e-6 or a >= 1e21):
-        fmt = "e"
-    s = format_float(f, fmt, -1)
-    if fmt == "e":
-        n = len(s)
-        if n >= 4 and s[n - 4] == "e" and s[n - 3] == "-" and s[n - 2] == "0":
-            s = s[: n - 2] + s[n - 1]
-    return s
+    try:
+        return go_float(f)
+    except ValueError as exc:
+        raise JSONMarshalError(str(exc)) from None
 
 
 def is_empty_value(v: Any) -> bool:
