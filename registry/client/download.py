@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 from registry.client.errors import (
@@ -64,12 +64,12 @@ from registry.client.errors import (
 from registry.client.options import TransferOptions
 from registry.client.partial import (
     Part,
+    StateFiles,
     load_parts,
     partial_path,
     plan_parts,
     remove_states,
     save_all,
-    write_state,
 )
 from registry.client.session import RegistrySession, read_error_text
 from registry.client.transport import Response, redact
@@ -85,7 +85,7 @@ _LOCK_POLL = 0.25
 _WRITE_BATCH = 2 << 20
 # Hashed bytes are flushed to disk in the background every this many bytes, so the fsync
 # before the blob appears has little left to do (it measured a tenth of a 1 GiB pull).
-_FLUSH_EVERY = 128 << 20
+_FLUSH_EVERY = 64 << 20
 # At most this much written data is kept in memory waiting to be hashed.
 _INLINE_MAX = 64 << 20
 
@@ -166,6 +166,7 @@ class BlobDownload:
         self._inline_end = 0
         self._inline_bytes = 0
         self._saved_at: dict[int, float] = {}
+        self._states = StateFiles(root, digest)
         # In-flight request per active part: (absolute end of its Range, when it was sent,
         # where it started). Steals split beyond this end, so no byte already asked for is
         # wasted; only a stream that crawls may lose the rest of its window.
@@ -204,6 +205,7 @@ class BlobDownload:
                 await _blocking(self._restart)
             await _blocking(self._commit)
         finally:
+            self._states.close()
             if self._fd >= 0:
                 os.close(self._fd)  # releases the flock
                 self._fd = -1
@@ -216,14 +218,16 @@ class BlobDownload:
             await hasher
         finally:
             hasher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await hasher
-            if self.parts:
-                await _blocking(self._save_all_quietly)
+            try:
+                await _finished(hasher)  # its thread reads our descriptor: never leave it running
+            finally:
+                if self.parts:
+                    await _blocking(self._save_all_quietly)
         return Digest(f"sha256:{self._hash.hexdigest()}")
 
     def _restart(self) -> None:
         """Forget every downloaded byte but keep the (locked) data file."""
+        self._states.close()
         remove_states(self.root, self.digest)
         os.ftruncate(self._fd, 0)
         self.parts, self._order, self._active = [], [], set()
@@ -280,10 +284,11 @@ class BlobDownload:
     def _save_all_quietly(self) -> None:
         with contextlib.suppress(OSError):
             for part in self.parts:
-                write_state(self.root, self.digest, part)
+                self._states.write(part)
 
     def _discard(self) -> None:
         """Remove every partial file of this digest (paths derived from the validated digest)."""
+        self._states.close()
         remove_states(self.root, self.digest)
         with contextlib.suppress(FileNotFoundError):
             self.data_path.unlink()
@@ -293,6 +298,7 @@ class BlobDownload:
         os.fchmod(self._fd, 0o644)
         os.replace(self.data_path, self.final)
         fsync_dir(self.final.parent)
+        self._states.close()
         remove_states(self.root, self.digest)
 
     # -- workers ----------------------------------------------------------------------
@@ -376,8 +382,8 @@ class BlobDownload:
         # Shrink the victim on disk before the new part exists: a crash in between leaves a
         # gap (repaired on load), never an overlap that would make ollama size the file wrong.
         victim.size = split - victim.offset
-        write_state(self.root, self.digest, victim)
-        write_state(self.root, self.digest, new)
+        self._states.write(victim)
+        self._states.write(new)
         self.parts.append(new)
         bisect.insort(self._order, (new.offset, len(self.parts) - 1))
         self._active.add(new.n)
@@ -403,7 +409,7 @@ class BlobDownload:
         if force or now - self._saved_at.get(part.n, 0.0) >= self.options.persist_interval:
             self._saved_at[part.n] = now
             try:
-                write_state(self.root, self.digest, part)
+                self._states.write(part)
             except OSError as exc:
                 log.warning("cannot save download state of %s: %s", self.digest.short, exc)
 
@@ -586,7 +592,8 @@ class BlobDownload:
             nonlocal writing
             if writing is not None:
                 task, writing = writing, None
-                written = await task
+                await _finished(task)
+                written = task.result()
                 if not self._sequential:
                     part.completed += written
                     self.completed += written
@@ -728,8 +735,7 @@ class BlobDownload:
                     flushing = asyncio.ensure_future(_blocking(os.fdatasync, self._fd))
         finally:
             if flushing is not None:
-                with contextlib.suppress(Exception):
-                    await flushing
+                await _finished(flushing)
 
     def _hash_range(self, start: int, end: int) -> None:
         pos = start
@@ -751,9 +757,23 @@ async def _blocking(fn: Callable[..., T], *args: object) -> T:
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await asyncio.wait([future])
+        await _finished(future)
         raise
+
+
+async def _finished(future: asyncio.Future[Any]) -> None:
+    """Wait until `future` is done, even through repeated cancellation (a loop shutting down
+    cancels every task again while they clean up), then pass any cancellation on."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not future.cancelled():
+        future.exception()  # retrieved: the caller reads the result if it wants it
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -838,10 +858,12 @@ class DownloadHandle:
     def download(self) -> BlobDownload:
         return self.entry.download
 
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.manager._release(self)
+    def release(self) -> asyncio.Task[None] | None:
+        """Stop waiting; the download's task if this cancelled it (it still cleans up)."""
+        if self.released:
+            return None
+        self.released = True
+        return self.manager._release(self)
 
 
 class DownloadManager:
@@ -879,12 +901,14 @@ class DownloadManager:
 
         return done
 
-    def _release(self, handle: DownloadHandle) -> None:
+    def _release(self, handle: DownloadHandle) -> asyncio.Task[None] | None:
         entry = handle.entry
         entry.refs -= 1
         if entry.refs <= 0 and not entry.task.done():
             # The last waiter left (client gone, Ctrl-C): stop; the state files stay for resume.
             entry.task.cancel()
+            return entry.task
+        return None
 
     def in_flight(self) -> list[Digest]:
         return [digest for (_, digest) in self._entries]

@@ -11,6 +11,7 @@ and prunes blobs the replaced manifest no longer needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -147,8 +148,12 @@ async def pull(
             yield Status("removing unused layers")
         yield Status("success")
     finally:
-        for handle in handles:
-            handle.release()
+        stopping = [task for handle in handles if (task := handle.release()) is not None]
+        if stopping:
+            # Let cancelled downloads save their state and drop their locks before we return,
+            # so "the pull ended" means "it can be resumed now".
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait(stopping, timeout=30)
         if own_transport:
             await transport.aclose()
 

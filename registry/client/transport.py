@@ -125,7 +125,15 @@ class _AiohttpResponse:
 
     async def read_chunk(self) -> bytes:
         try:
-            data = await self._resp.content.readany()
+            # readchunk hands over one received buffer as is; readany would join what is
+            # queued (a copy of every byte when the reader falls behind).
+            content = self._resp.content
+            while True:
+                data, end_of_http_chunk = await content.readchunk()
+                # (b"", True) marks the end of an HTTP chunk, except on a body-less reply
+                # (aiohttp's shared empty reader keeps answering that): stop at EOF.
+                if data or not end_of_http_chunk or content.at_eof():
+                    break
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"reading {self.url}: {describe(exc)}") from exc
         if not data:

@@ -149,7 +149,7 @@ def test_sigkill_mid_blob_then_resume(tmp_path, registry):
     del data
 
     models = tmp_path / "models"
-    env = {"CORRAL_KEY": str(tmp_path / "key"), "CORRAL_NOPRUNE": "1"}
+    env = {"CORRAL_KEY": str(tmp_path / "key")}  # startup GC on: young partials must survive it
     with CountingProxy(registry.port, rate=60_000_000) as proxy:
         name = f"{proxy.host}/alice/big"
         server = ServeProcess(models, extra_env=env).start()

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from registry.client.partial import (
     Part,
+    StateFiles,
     load_parts,
     partial_path,
     plan_parts,
@@ -111,3 +112,27 @@ def test_bad_state_files_are_ignored(tmp_path, bad):
     state_path(tmp_path, D, 0).write_text(bad)
     parts, changed = load_parts(tmp_path, D, 10, 10)
     assert parts == [] and changed
+
+
+def test_state_files_rewrite_in_place(tmp_path):
+    (tmp_path / "blobs").mkdir()
+    files = StateFiles(tmp_path, D)
+    part = Part(0, 0, 123456789, 0)
+    files.write(part)
+    inode = state_path(tmp_path, D, 0).stat().st_ino
+    part.completed = 100000000
+    files.write(part)
+    part.size = 100000001  # a steal shortened it: fewer digits, the file is cut to fit
+    files.write(part)
+    files.close()
+    path = state_path(tmp_path, D, 0)
+    assert path.stat().st_ino == inode
+    assert path.read_bytes() == b'{"N":0,"Offset":0,"Size":100000001,"Completed":100000000}\n'
+
+
+def test_trailing_bytes_after_the_json_are_ignored(tmp_path):
+    # What a crash between the rewrite and the truncate leaves; Go's json.Decoder reads it too.
+    (tmp_path / "blobs").mkdir()
+    state_path(tmp_path, D, 0).write_bytes(b'{"N":0,"Offset":0,"Size":10,"Completed":5}\n5}\n')
+    parts, _ = load_parts(tmp_path, D, 10, 10)
+    assert [(p.offset, p.size, p.completed) for p in parts] == [(0, 10, 5)]
