@@ -42,7 +42,7 @@ class Layer(BaseModel):
 
     media_type: str = Field(alias="mediaType")
     digest: Digest
-    size: int = Field(ge=0, le=1 << 53)
+    size: int = Field(ge=0, le=1 << 53, strict=True)  # Go refuses "12" for an int64
     from_: str | None = Field(default=None, alias="from")
     name: str | None = None
 

@@ -68,6 +68,7 @@ def test_created_manifest_encoding_is_ollamas():
      b'{"config": {"mediaType": "x", "digest": "sha256:../../etc", "size": 1}, "layers": []}',
      b'{"config": {"mediaType": "x", "digest": "sha256:' + b"a" * 64 + b'", "size": -1}, "layers": []}',
      b'{"config": {"mediaType": "x", "digest": "sha256:' + b"a" * 64 + b'", "size": 1}, "layers": {}}',
+     b'{"config": {"mediaType": "x", "digest": "sha256:' + b"a" * 64 + b'", "size": "1"}, "layers": []}',
      b"[" * 100000 + b"]" * 100000],
 )
 def test_bad_manifests_are_refused(raw):
