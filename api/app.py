@@ -8,7 +8,7 @@ import os
 
 from aiohttp import web
 
-from api.middleware import errors, host_check, path_guard
+from api.middleware import errors, host_check, mutation_guard, path_guard
 from api.routes import blobs, create, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
@@ -21,7 +21,8 @@ log = logging.getLogger("corral")
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[registry_guard, path_guard, host_check(settings.host, _registry_names(settings)), errors],
+        middlewares=[registry_guard, path_guard, host_check(settings.host, _registry_names(settings)),
+                     mutation_guard(settings.api_key), errors],
         client_max_size=32 * 1024 * 1024,
     )
     store = Store(settings.models)

@@ -30,6 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         anonymous_push=args.anonymous_push,
         private=args.private,
         trust_proxy=args.trust_proxy,
+        api_key=os.environ.get("CORRAL_API_KEY") or None,
     )
     cli_transfer.apply_serve_arguments(args)
     serve(settings)

@@ -52,7 +52,11 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        key = os.environ.get("CORRAL_API_KEY") or os.environ.get("OLLAMA_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), headers=headers
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

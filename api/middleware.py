@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import socket
@@ -90,3 +91,44 @@ async def path_guard(request: web.Request, handler: Handler) -> web.StreamRespon
     if _suspicious(request.raw_path):
         return error_response(400, "invalid path: dot segments and encoded separators are not allowed")
     return await handler(request)
+
+
+# Endpoints that change the store or reach out to registries: never open to the network
+# without a key (threats.md 14: exposed ollama servers let anyone delete or replace models).
+MUTATING = frozenset({
+    ("POST", "/api/create"), ("DELETE", "/api/delete"), ("POST", "/api/copy"),
+    ("POST", "/api/pull"), ("POST", "/api/push"),
+})
+
+
+def _is_mutation(method: str, path: str) -> bool:
+    return (method, path) in MUTATING or (method == "POST" and path.startswith("/api/blobs/"))
+
+
+def _peer_is_loopback(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False  # unix sockets and unknown peers are treated as remote
+
+
+def mutation_guard(api_key: str | None) -> Callable[..., object]:
+    """With `api_key` set, model management needs `Authorization: Bearer <key>` (what the
+    official clients send from OLLAMA_API_KEY); without one, it is served to loopback
+    peers only."""
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _is_mutation(request.method, request.path):
+            if expected is not None:
+                given = request.headers.get("Authorization", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    return error_response(401, "unauthorized: model management needs the server's API key")
+            elif not _peer_is_loopback(request):
+                return error_response(
+                    403, "model management is only served to this machine; set CORRAL_API_KEY "
+                    "on the server to allow it from elsewhere")
+        return await handler(request)
+
+    return middleware

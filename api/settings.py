@@ -24,6 +24,8 @@ class Settings:
     anonymous_push: bool = False
     private: bool = False
     trust_proxy: bool = False
+    # Model management from other machines needs this key (CORRAL_API_KEY); see README.
+    api_key: str | None = None
 
 
 def default_models_dir() -> Path:
