@@ -162,6 +162,12 @@ class Store:
         except (ModelNotFound, InvalidManifest):
             return set()
 
+    def discard_unreferenced(self, candidates: set[Digest]) -> list[Digest]:
+        """Delete those of `candidates` that no manifest references (e.g. what a failed
+        create wrote or was handed)."""
+        with self.mutation():
+            return self._remove_unreferenced(candidates)
+
     def _remove_unreferenced(self, candidates: set[Digest]) -> list[Digest]:
         if not candidates:
             return []

@@ -40,6 +40,7 @@ from store.store import Store
 
 MAX_PARENT_LAYER_BYTES = 8 * 1024 * 1024
 MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool"})
+QUANTIZABLE_FROM = frozenset({"F16", "BF16", "F32", "Q8_0"})
 _GGUF_MAGIC = b"GGUF"
 
 Progress = Callable[[str], None]
@@ -92,13 +93,10 @@ _KIND_MEDIA_TYPE = {"model": MEDIA_TYPE_MODEL, "projector": MEDIA_TYPE_PROJECTOR
                     "adapter": MEDIA_TYPE_ADAPTER}
 
 
-def _text_layer(media_type: str, text: str) -> _Planned:
-    data = text.encode()
-    return _Planned(Layer(media_type=media_type, digest=Digest.of_bytes(data), size=len(data)), data)
-
-
-def _json_layer(media_type: str, data: bytes) -> _Planned:
-    return _Planned(Layer(media_type=media_type, digest=Digest.of_bytes(data), size=len(data)), data)
+def _new_layer(media_type: str, data: bytes | str) -> _Planned:
+    """A layer made here from `data`, written only once the whole create is validated."""
+    raw = data.encode() if isinstance(data, str) else data
+    return _Planned(Layer(media_type=media_type, digest=Digest.of_bytes(raw), size=len(raw)), raw)
 
 
 def _replace(layers: list[_Planned], media_types: tuple[str, ...], new: list[_Planned]) -> list[_Planned]:
@@ -193,19 +191,19 @@ def plan_create(store: Store, spec: CreateSpec) -> CreatePlan:
 
     if spec.template is not None:
         layers = _replace(layers, (MEDIA_TYPE_TEMPLATE, MEDIA_TYPE_PROMPT),
-                          [_text_layer(MEDIA_TYPE_TEMPLATE, spec.template)])
+                          [_new_layer(MEDIA_TYPE_TEMPLATE, spec.template)])
     if spec.system is not None:
-        layers = _replace(layers, (MEDIA_TYPE_SYSTEM,), [_text_layer(MEDIA_TYPE_SYSTEM, spec.system)])
+        layers = _replace(layers, (MEDIA_TYPE_SYSTEM,), [_new_layer(MEDIA_TYPE_SYSTEM, spec.system)])
     if spec.license is not None:
         layers = _replace(layers, (MEDIA_TYPE_LICENSE,),
-                          [_text_layer(MEDIA_TYPE_LICENSE, text) for text in spec.license])
+                          [_new_layer(MEDIA_TYPE_LICENSE, text) for text in spec.license])
     if spec.parameters:
         merged = {**_parent_params(store, layers), **spec.parameters}
         layers = _replace(layers, (MEDIA_TYPE_PARAMS,),
-                          [_json_layer(MEDIA_TYPE_PARAMS, encode_params(merged))])
+                          [_new_layer(MEDIA_TYPE_PARAMS, encode_params(merged))])
     if spec.messages is not None:
         data = go_json(_check_messages(spec.messages)) + b"\n"
-        layers = _replace(layers, (MEDIA_TYPE_MESSAGES,), [_json_layer(MEDIA_TYPE_MESSAGES, data)])
+        layers = _replace(layers, (MEDIA_TYPE_MESSAGES,), [_new_layer(MEDIA_TYPE_MESSAGES, data)])
 
     if spec.quantize:
         header = next(g for mt, g in headers if mt == MEDIA_TYPE_MODEL)
@@ -222,7 +220,7 @@ def _read_uploaded(store: Store, digest: Digest, key: str) -> gguf.GGUFFile:
     try:
         return _read_header(store, digest, key)
     except CreateError:
-        _discard_unreferenced(store, [digest])
+        store.discard_unreferenced({digest})
         raise
 
 
@@ -256,7 +254,7 @@ def build_model(
         progress("writing manifest")
         store.put_manifest(plan.spec.name, manifest.to_bytes())
     except BaseException:
-        _discard_unreferenced(store, written)
+        store.discard_unreferenced(set(written))
         raise
     progress("success")
     return manifest
@@ -307,18 +305,3 @@ def _quantize(
     headers = [(mt, h) for mt, h in headers if mt != MEDIA_TYPE_MODEL] + [(MEDIA_TYPE_MODEL, g)]
     return layers, headers
 
-
-QUANTIZABLE_FROM = frozenset({"F16", "BF16", "F32", "Q8_0"})
-
-
-def _discard_unreferenced(store: Store, digests: list[Digest]) -> None:
-    """Remove blobs this create brought in or made, unless some manifest uses them."""
-    if not digests:
-        return
-    with store.mutation():
-        refs, complete = store.referenced()
-        if not complete:
-            return
-        for d in digests:
-            if d not in refs:
-                store.blobs.delete(d)
