@@ -8,11 +8,15 @@ import os
 
 from aiohttp import web
 
+from api import metrics
+from api.apikeys import ApiKeyFile
+from api.audit import AUDIT, AuditLog, audit_middleware
+from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, auth_middleware
 from api.middleware import errors, host_check, mutation_guard, path_guard
-from api.routes import blobs, create, inference, meta, models, transfer
+from api.routes import blobs, create, health, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
-from registry.server import registry_guard, setup_registry
+from registry.server import RegistryState, registry_guard, setup_registry
 from store.gc import collect, fix_blob_names
 from store.store import Store
 
@@ -20,11 +24,29 @@ log = logging.getLogger("corral")
 
 
 def create_app(settings: Settings) -> web.Application:
+    meters = metrics.Metrics()
+    audit_log = AuditLog(settings.audit_log)
+    api_keys = ApiKeyFile(settings.api_keys_path)
+    registry_state: list[RegistryState] = []
+    authenticator = Authenticator(
+        shared_key=settings.api_key, api_keys=api_keys, window_s=settings.auth_window_s,
+        authorized_keys=lambda: registry_state[0].authorized_keys() if registry_state else None,
+    )
+    auth_config = AuthConfig(authenticator, audit_log, settings.infer_rate)
+    # With --require-auth every /api and /v1 request is identified and checked for its
+    # scope, which replaces the shared-key/loopback rule for model management.
+    access = ([auth_middleware(auth_config)] if settings.require_auth
+              else [mutation_guard(settings.api_key)])
     app = web.Application(
-        middlewares=[registry_guard, path_guard, host_check(settings.host, _registry_names(settings)),
-                     mutation_guard(settings.api_key), errors],
+        middlewares=[metrics.metrics_middleware(meters), registry_guard, path_guard,
+                     host_check(settings.host, _registry_names(settings)),
+                     *access, audit_middleware(audit_log, IDENTITY), errors],
         client_max_size=32 * 1024 * 1024,
     )
+    metrics.install(app, meters)
+    app[AUTH] = auth_config
+    app[AUDIT] = audit_log
+    app.on_cleanup.append(lambda _app: _close_audit(audit_log))
     store = Store(settings.models)
     app[STORE] = store
     app[SETTINGS] = settings
@@ -35,8 +57,13 @@ def create_app(settings: Settings) -> web.Application:
     inference.setup(app)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
-    setup_registry(app, settings, store)
+    registry_state.append(setup_registry(app, settings, store))
+    health.install(app, settings.metrics_listen)
     return app
+
+
+async def _close_audit(audit_log: AuditLog) -> None:
+    audit_log.close()
 
 
 def _registry_names(settings: Settings) -> frozenset[str]:
@@ -53,6 +80,7 @@ async def _prepare_store(app: web.Application) -> None:
         log.info("renamed %d blobs to ollama's sha256-<hex> form", renamed)
     if app[SETTINGS].prune_on_start and not os.environ.get("CORRAL_NOPRUNE"):
         report = await asyncio.to_thread(collect, store)
+        metrics.record_gc(app, report)
         if report.removed_blobs or report.removed_files:
             log.info(
                 "pruned %d unreferenced blobs and %d stale files",

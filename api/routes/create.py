@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from api.auth import authorize_name
 from api.errors import bad_request
 from api.requests import parse_name, read_json
 from api.schemas import CreateRequest
@@ -96,6 +97,7 @@ def spec_of(req: CreateRequest) -> CreateSpec:
 async def create(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, CreateRequest)
     spec = spec_of(req)
+    authorize_name(request, spec.name, "create")
     store = request.app[STORE]
     try:
         plan = await asyncio.to_thread(plan_create, store, spec)

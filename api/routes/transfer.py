@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from api.auth import authorize_name
 from api.errors import bad_request
+from api.metrics import metered
 from api.requests import parse_name, read_json
 from api.responses import error_response, json_response
 from api.schemas import ProgressResponse, PullRequest, PushRequest
@@ -77,6 +79,7 @@ async def _name(request: web.Request, model: str, name: str) -> ModelName:
     if not text:
         raise bad_request("model is required")
     parsed = parse_name(text)
+    authorize_name(request, parsed, request.path.rsplit("/", 1)[1])
     # Adopt the case of a model already on disk, part by part, as ollama's getExistingName.
     return await asyncio.to_thread(request.app[STORE].manifests.canonical, parsed)
 
@@ -86,10 +89,10 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, PullRequest)
     name = await _name(request, req.model, req.name)
     state = request.app[TRANSFER]
-    events = pull(
+    events = metered(request.app, "pull", pull(
         request.app[STORE], name, insecure=bool(req.insecure),
         transport=state.get_transport(), options=state.options,
-    )
+    ))
     return await respond(request, events, stream=req.stream is not False)
 
 
@@ -98,10 +101,10 @@ async def push_model(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, PushRequest)
     name = await _name(request, req.model, req.name)
     state = request.app[TRANSFER]
-    events = push(
+    events = metered(request.app, "push", push(
         request.app[STORE], name, insecure=bool(req.insecure),
         transport=state.get_transport(), options=state.options,
-    )
+    ))
     return await respond(request, events, stream=req.stream is not False)
 
 
