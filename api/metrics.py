@@ -181,12 +181,14 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., object]:
 _ROUTE = web.RequestKey("corral_metrics_route", str)
 
 
-async def _count_prepared(request: web.Request, response: web.StreamResponse) -> None:
-    """Bytes of answers sent after the middleware returned (plain and file responses)."""
-    route = request.get(_ROUTE)
-    metrics = request.app.get(METRICS)
-    if route is not None and metrics is not None and response.content_length:
-        metrics.bytes_out.labels(route).inc(response.content_length)
+def _prepare_counter(metrics: Metrics) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def count(request: web.Request, response: web.StreamResponse) -> None:
+        """Bytes of answers sent after the middleware returned (plain and file responses)."""
+        route = request.get(_ROUTE)
+        if route is not None and response.content_length:
+            metrics.bytes_out.labels(route).inc(response.content_length)
+
+    return count
 
 
 def ttft_since_request(request: web.Request) -> float | None:
@@ -310,7 +312,7 @@ def _upload_sessions(driver: StorageDriver) -> int:
 def install(app: web.Application, metrics: Metrics) -> Metrics:
     """Attach the app's metrics and the scrape-time collector."""
     app[METRICS] = metrics
-    app.on_response_prepare.append(_count_prepared)
+    app.on_response_prepare.append(_prepare_counter(metrics))
     collector = StateCollector(app)
     metrics.registry.register(collector)
     app[COLLECTOR] = collector
