@@ -8,7 +8,7 @@ import os
 
 from aiohttp import web
 
-from api import metrics
+from api import metrics, ui
 from api.apikeys import ApiKeyFile
 from api.audit import AUDIT, AuditLog, audit_middleware
 from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, auth_middleware
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(_prepare_store)
     registry_state.append(setup_registry(app, settings, store))
     health.install(app, settings.metrics_listen)
+    ui.install(app)
     return app
 
 

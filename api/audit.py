@@ -23,6 +23,8 @@ log = logging.getLogger("corral.audit")
 API_EVENTS = {
     ("POST", "/api/push"): "push", ("POST", "/api/pull"): "pull", ("POST", "/api/create"): "create",
     ("POST", "/api/copy"): "copy", ("DELETE", "/api/delete"): "delete",
+    ("POST", "/ui/api/pull"): "pull", ("POST", "/ui/api/copy"): "copy",
+    ("POST", "/ui/api/delete"): "delete",
 }
 REGISTRY_EVENTS = {("PUT", "manifest"): "push", ("DELETE", "manifest"): "delete",
                    ("DELETE", "blob"): "delete"}

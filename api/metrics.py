@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from api.board import BOARD, TransferBoard
 from api.state import SCHEDULER, STORE
 from registry.server import REGISTRY
 from registry.server.base import parse_route
@@ -202,23 +203,22 @@ def observe_completion(request: web.Request, chunk: dict[str, Any], ttft_s: floa
         metrics.observe_completion(str(chunk["model"]), chunk, ttft_s)
 
 
-async def metered(app: web.Application, direction: str,
+async def metered(app: web.Application, direction: str, model: str,
                   events: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
     """Pass a pull's or push's progress events through, counting in-flight transfers and
-    the bytes that each event says were newly completed."""
-    metrics = app.get(METRICS)
-    if metrics is None:
-        async for event in events:
-            yield event
-        return
+    the bytes that each event says were newly completed, and showing it on the board."""
+    metrics = app[METRICS]
+    board = app[BOARD]
     done: dict[str, int] = {}
     in_flight = metrics.transfers_in_flight.labels(direction)
     moved = metrics.transfer_bytes.labels(direction)
     outcome = "error"
     in_flight.inc()
+    transfer = board.start(direction, model)
     try:
         async for event in events:
             progress = event.to_progress()
+            board.update(transfer, progress)
             digest, completed = progress.get("digest"), progress.get("completed")
             if digest and isinstance(completed, int):
                 delta = completed - done.get(digest, 0)
@@ -228,6 +228,7 @@ async def metered(app: web.Application, direction: str,
             yield event
         outcome = "success"
     finally:
+        board.finish(transfer)
         in_flight.dec()
         metrics.transfers.labels(direction, outcome).inc()
         await events.aclose()
@@ -312,6 +313,7 @@ def _upload_sessions(driver: StorageDriver) -> int:
 def install(app: web.Application, metrics: Metrics) -> Metrics:
     """Attach the app's metrics and the scrape-time collector."""
     app[METRICS] = metrics
+    app[BOARD] = TransferBoard()
     app.on_response_prepare.append(_prepare_counter(metrics))
     collector = StateCollector(app)
     metrics.registry.register(collector)

@@ -89,7 +89,7 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, PullRequest)
     name = await _name(request, req.model, req.name)
     state = request.app[TRANSFER]
-    events = metered(request.app, "pull", pull(
+    events = metered(request.app, "pull", name.display_shortest(), pull(
         request.app[STORE], name, insecure=bool(req.insecure),
         transport=state.get_transport(), options=state.options,
     ))
@@ -101,7 +101,7 @@ async def push_model(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, PushRequest)
     name = await _name(request, req.model, req.name)
     state = request.app[TRANSFER]
-    events = metered(request.app, "push", push(
+    events = metered(request.app, "push", name.display_shortest(), push(
         request.app[STORE], name, insecure=bool(req.insecure),
         transport=state.get_transport(), options=state.options,
     ))
