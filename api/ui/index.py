@@ -12,13 +12,16 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from store.config import parse_config
 from store.digest import Digest
 from store.errors import StoreError
 from store.manifest import parse_manifest
+from store.names import ModelName
 from store.store import MAX_CONFIG_BYTES, Store
 
 SORTS = ("modified", "name", "size")
@@ -81,24 +84,23 @@ class ModelIndex:
 
     def _refresh(self) -> None:
         seen: dict[str, Row] = {}
-        for stored in self.store.manifests:
-            key = str(stored.path)
-            try:
-                st = os.stat(stored.path)
-            except OSError:
-                continue
+        for parts, path, st in _walk(self.store.manifests.dir):
             sig = (st.st_mtime_ns, st.st_size)
-            old = self._rows.get(key)
+            old = self._rows.get(path)
             if old is not None and old.sig == sig:
-                seen[key] = old
+                seen[path] = old
+                continue
+            name = ModelName.from_parts(parts)
+            if name is None:
                 continue
             try:
-                raw = stored.path.read_bytes()
+                with open(path, "rb") as f:
+                    raw = f.read()
                 manifest = parse_manifest(raw)
             except (StoreError, OSError, ValueError):
                 continue
             family, params, quant = self._config(manifest.config.digest)
-            name = stored.name
+            key = path
             seen[key] = Row(
                 name=name.display_shortest(), full=str(name),
                 host=name.host, namespace=name.namespace, size=manifest.total_size,
@@ -123,6 +125,32 @@ class ModelIndex:
         page = min(max(1, page), pages)
         start = (page - 1) * page_size
         return Page(rows[start:start + page_size], len(rows), page, pages, namespaces)
+
+
+def _walk(root: Path) -> Iterator[tuple[tuple[str, str, str, str], str, os.stat_result]]:
+    """(host, namespace, model, tag), path and stat of every file four levels down: the
+    manifest layout, walked with scandir (one stat per file, none per directory)."""
+    def dirs(path: str) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(path) as it:
+                return [e for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return []
+
+    for host in dirs(str(root)):
+        for ns in dirs(host.path):
+            for model in dirs(ns.path):
+                try:
+                    with os.scandir(model.path) as it:
+                        files = [e for e in it if e.is_file(follow_symlinks=False)]
+                except OSError:
+                    continue
+                for tag in files:
+                    try:
+                        st = tag.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    yield (host.name, ns.name, model.name, tag.name), tag.path, st
 
 
 def modified_text(ts: float) -> str:
