@@ -14,9 +14,12 @@ from api.audit import AUDIT, AuditLog, audit_middleware
 from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, auth_middleware
 from api.middleware import errors, host_check, mutation_guard, path_guard
 from api.routes import blobs, create, health, inference, meta, models, transfer
+from api.routes.transfer import TRANSFER
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from registry.server import RegistryState, registry_guard, setup_registry
+from registry.server.quota import QuotaLedger
+from registry.throttle import ByteRate
 from store.gc import collect, fix_blob_names
 from store.store import Store
 
@@ -58,9 +61,22 @@ def create_app(settings: Settings) -> web.Application:
     transfer.install(app)
     app.on_startup.append(_prepare_store)
     registry_state.append(setup_registry(app, settings, store))
+    _apply_limits(app, settings, registry_state[0])
     health.install(app, settings.metrics_listen)
     ui.install(app)
     return app
+
+
+def _apply_limits(app: web.Application, settings: Settings, registry: RegistryState) -> None:
+    """--quota, --max-download-rate, --max-upload-rate and --max-connections (README "Limits")."""
+    down = ByteRate(settings.max_download_rate) if settings.max_download_rate else None
+    up = ByteRate(settings.max_upload_rate) if settings.max_upload_rate else None
+    registry.serve_rate, registry.receive_rate = down, up
+    if settings.quotas:
+        registry.quota = QuotaLedger(dict(settings.quotas), registry.store, registry.config.host)
+    state = app[TRANSFER]
+    state.download_rate, state.upload_rate = down, up
+    state.connection_limit = settings.max_connections
 
 
 async def _close_audit(audit_log: AuditLog) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
@@ -30,6 +30,7 @@ from api.state import STORE
 from registry.auth import AuthError
 from registry.client import AiohttpTransport, Event, TransferError, TransferOptions, pull, push
 from registry.client.transport import Transport
+from registry.throttle import ByteRate, ThrottledTransport
 from store.errors import StoreError
 from store.manifest import go_json
 from store.names import ModelName
@@ -51,11 +52,29 @@ class TransferState:
 
     options: TransferOptions = field(default_factory=TransferOptions)
     transport: Transport | None = None
+    # --max-download-rate / --max-upload-rate (shared with the registry's serving side)
+    # and --max-connections (at most that many connections to registries, so per pull).
+    download_rate: ByteRate | None = None
+    upload_rate: ByteRate | None = None
+    connection_limit: int = 0
 
     def get_transport(self) -> Transport:
         if self.transport is None:
-            self.transport = AiohttpTransport(connections=self.options.max_connections)
+            limit = self.options.max_connections
+            if self.connection_limit:
+                limit = min(limit, self.connection_limit)
+            transport: Transport = AiohttpTransport(connections=limit)
+            if self.download_rate is not None or self.upload_rate is not None:
+                transport = ThrottledTransport(transport, self.download_rate, self.upload_rate)
+            self.transport = transport
         return self.transport
+
+    def get_options(self) -> TransferOptions:
+        if not self.connection_limit:
+            return self.options
+        n = self.connection_limit
+        return replace(self.options, connections=min(self.options.connections, n),
+                       max_connections=min(self.options.max_connections, n))
 
 
 TRANSFER = web.AppKey("transfer", TransferState)
@@ -91,7 +110,7 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     state = request.app[TRANSFER]
     events = metered(request.app, "pull", name.display_shortest(), pull(
         request.app[STORE], name, insecure=bool(req.insecure),
-        transport=state.get_transport(), options=state.options,
+        transport=state.get_transport(), options=state.get_options(),
     ))
     return await respond(request, events, stream=req.stream is not False)
 
@@ -103,7 +122,7 @@ async def push_model(request: web.Request) -> web.StreamResponse:
     state = request.app[TRANSFER]
     events = metered(request.app, "push", name.display_shortest(), push(
         request.app[STORE], name, insecure=bool(req.insecure),
-        transport=state.get_transport(), options=state.options,
+        transport=state.get_transport(), options=state.get_options(),
     ))
     return await respond(request, events, stream=req.stream is not False)
 

@@ -222,7 +222,7 @@ async def handle(request: web.Request, repo: Repository, digest_text: str) -> we
     headers["Location"] = location
     _range(request.headers.get("Range"), info.size)
     local = state.driver.local_path(key)
-    if local is not None:
+    if local is not None and state.serve_rate is None:
         return _BlobFile(local, info.size, headers)
     return await _stream(request, state, key, info.size, headers)
 
@@ -249,12 +249,16 @@ async def _stream(
     response.content_length = last - first + 1
     await response.prepare(request)
     f = await asyncio.to_thread(state.driver.open_read, key, first)
+    rate = state.serve_rate  # --max-download-rate: small pieces keep the rate smooth
+    piece = 1 << 20 if rate is None else min(1 << 20, max(16 * 1024, rate.burst))
     try:
         remaining = last - first + 1
         while remaining > 0:
-            chunk = await asyncio.to_thread(f.read, min(remaining, 1 << 20))
+            chunk = await asyncio.to_thread(f.read, min(remaining, piece))
             if not chunk:
                 break
+            if rate is not None:
+                await rate.take(len(chunk))
             await response.write(chunk)
             remaining -= len(chunk)
     finally:

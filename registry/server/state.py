@@ -10,13 +10,18 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from registry.auth import AuthorizedKeys, AuthorizedKeysFile, NonceCache, TokenIssuer
+from registry.throttle import ByteRate
 from store.driver import StorageDriver
 from store.names import is_valid_part
 from store.store import Store
+
+if TYPE_CHECKING:
+    from registry.server.quota import QuotaLedger
 
 log = logging.getLogger("corral.registry")
 
@@ -97,6 +102,10 @@ class RegistryState:
         self.uploads = UploadSessions(driver, config.upload_idle_s)
         # Local drivers answer stat() in microseconds: call them on the event loop.
         self.inline_io = driver.local_path("blobs") is not None
+        # Operations limits, set by the server when configured (README "Limits").
+        self.quota: QuotaLedger | None = None
+        self.serve_rate: ByteRate | None = None  # blob bytes sent to clients
+        self.receive_rate: ByteRate | None = None  # upload bytes received
 
     @property
     def issuer(self) -> TokenIssuer:
