@@ -40,8 +40,9 @@ def create_app(settings: Settings) -> web.Application:
     # scope, which replaces the shared-key/loopback rule for model management.
     access = ([auth_middleware(auth_config)] if settings.require_auth
               else [mutation_guard(settings.api_key)])
+    counting = [metrics.metrics_middleware(meters)] if settings.metrics else []
     app = web.Application(
-        middlewares=[metrics.metrics_middleware(meters), registry_guard, path_guard,
+        middlewares=[*counting, registry_guard, path_guard,
                      host_check(settings.host, _registry_names(settings)),
                      *access, audit_middleware(audit_log, IDENTITY), errors],
         client_max_size=32 * 1024 * 1024,

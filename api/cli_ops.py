@@ -46,6 +46,8 @@ def _rate(text: str) -> float:
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-metrics", action="store_true",
+                   help="do not count requests (the /metrics page still shows the rest)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve /metrics on this address instead of the main port")
     p.add_argument("--require-auth", action="store_true",
@@ -70,6 +72,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "metrics": not args.no_metrics,
         "metrics_listen": args.metrics_listen,
         "require_auth": args.require_auth,
         "api_keys": Path(args.api_keys).expanduser() if args.api_keys else None,

@@ -27,6 +27,7 @@ class Settings:
     # Model management from other machines needs this key (CORRAL_API_KEY); see README.
     api_key: str | None = None
     # Operations (README "Metrics", "Authentication", "Limits").
+    metrics: bool = True  # count requests (off: --no-metrics, for benchmarks)
     metrics_listen: str | None = None  # serve /metrics on this host:port instead of the main one
     require_auth: bool = False  # every /api and /v1 request needs a signature or an API key
     api_keys: Path | None = None  # bearer API keys, hashed (default <models>/../api-keys.json)

@@ -12,6 +12,10 @@ own store on the same disk, and measures for both:
 - manifest GETs and blob HEADs per second at --concurrency clients (a small Go load
   generator, bench/loadgen, so the client costs little CPU on a small machine).
 
+Then the operations cost, on three corral servers in the same run: `--no-metrics` (the
+baseline), metrics on (the default), and `--require-auth` (metrics off), the same manifest
+GET and blob HEAD lines for each, as ratios to the baseline. `--ops-only` runs only these.
+
 Rounds alternate which server goes first; each line reports the median round and the
 CPU the server processes used (from /proc). Prints a Markdown table of corral/docker
 ratios, and JSON with --json. Other work on the machine changes absolute numbers a lot:
@@ -132,13 +136,13 @@ def start_docker_registry(work: Path) -> Server:
     return server
 
 
-def start_corral(work: Path) -> Server:
+def start_corral(work: Path, name: str = "corral", extra: tuple[str, ...] = ()) -> Server:
     port = free_port()
     env = {**os.environ, "CORRAL_NOPRUNE": "1"}
     cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--models", str(work / "corral"), "--anonymous-push"]
+           "--models", str(work / name), "--anonymous-push", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server("corral", f"http://127.0.0.1:{port}", proc)
+    server = Server(name, f"http://127.0.0.1:{port}", proc)
     wait_up(server.url, proc)
     return server
 
@@ -312,6 +316,46 @@ def measure(line: Line, server: Server, fn: Callable[[], float]) -> None:
     line.cpu.setdefault(server.name, []).append(cpu)
 
 
+OPS_SERVERS = (
+    ("baseline", ("--no-metrics",)),
+    ("metrics", ()),
+    ("require-auth", ("--no-metrics", "--require-auth")),
+)
+
+
+def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth."""
+    servers = [start_corral(work, name, extra) for name, extra in OPS_SERVERS]
+    lines = {"manifest": Line(f"manifest GET, {args.concurrency} clients", "req/s"),
+             "head": Line(f"blob HEAD, {args.concurrency} clients", "req/s")}
+    try:
+        seeds = {s.name: seed_manifest(s, "bench/model") for s in servers}
+        for r in range(args.rounds):
+            shift = r % len(servers)
+            for s in servers[shift:] + servers[:shift]:
+                tag, layer = seeds[s.name]
+                measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
+                    loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
+                    args.rps_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
+                measure(lines["head"], s, lambda s=s, layer=layer: rps(
+                    loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
+                    args.rps_seconds, []))
+    finally:
+        for s in servers:
+            s.stop()
+    print()
+    print("| measurement | baseline (--no-metrics) | metrics on | ratio | --require-auth | ratio |")
+    print("|---|---|---|---|---|---|")
+    report: dict[str, object] = {}
+    for key, line in lines.items():
+        b, m, a = (line.median(name) for name, _ in OPS_SERVERS)
+        print(f"| {line.name} | {b:,.0f} {line.unit} | {m:,.0f} {line.unit} | **{m / b:.2f}x** "
+              f"| {a:,.0f} {line.unit} | **{a / b:.2f}x** |")
+        report[key] = {"name": line.name, "results": line.results, "metrics_ratio": m / b,
+                       "auth_ratio": a / b}
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=512)
@@ -321,7 +365,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rps-seconds", type=float, default=5.0)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--workdir", help="where the two stores go (default: a temp dir)")
+    ap.add_argument("--ops-only", action="store_true",
+                    help="only the metrics / --require-auth lines (no docker-registry needed)")
     args = ap.parse_args(argv)
+    if args.ops_only:
+        work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
+        try:
+            loadgen = build_loadgen(work)
+            if loadgen is None:
+                print("bench/registry.py --ops-only needs go for its load generator", file=sys.stderr)
+                return 2
+            load_before = os.getloadavg()
+            report = ops_run(work, loadgen, args)
+            load_after = os.getloadavg()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"\ncores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after "
+              f"{load_after[0]:.2f}; median of {args.rounds} rounds")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
+                                                   "ops": report}, indent=1))
+        return 0
 
     for tool in ("docker-registry",):
         if shutil.which(tool) is None:
@@ -385,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                     measure(lines["head"], s, lambda s=s, layer=layer: rps(
                         loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
                         args.rps_seconds, []))
+        for s in servers:
+            s.stop()
+        ops = ops_run(work, loadgen, args) if loadgen is not None else None
     finally:
         for s in servers:
             s.stop()
@@ -409,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                        "ratio": c / d}
     if args.json:
         Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
-                                               "lines": report}, indent=1))
+                                               "lines": report, "ops": ops}, indent=1))
     return 0
 
 
