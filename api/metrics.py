@@ -27,7 +27,6 @@ from prometheus_client.registry import Collector
 from api.board import BOARD, TransferBoard
 from api.state import SCHEDULER, STORE
 from registry.server import REGISTRY
-from registry.server.base import parse_route
 from registry.server.uploads import UPLOADS
 from store.driver import PathNotFound, StorageDriver
 from store.gc import GCReport
@@ -63,9 +62,6 @@ class Metrics:
                                       ("direction",), registry=r)
         self.transfers = Counter("corral_transfers", "Pulls and pushes finished, by outcome",
                                  ("direction", "outcome"), registry=r)
-        self.registry_in_flight = Gauge("corral_registry_in_flight",
-                                        "Registry (/v2) blob downloads and uploads being served",
-                                        ("direction",), registry=r)
         self.gc_runs = Counter("corral_gc_runs", "Garbage collections run", registry=r)
         self.gc_freed_bytes = Counter("corral_gc_freed_bytes", "Bytes freed by garbage collection",
                                       registry=r)
@@ -134,14 +130,31 @@ METRICS = web.AppKey("metrics", Metrics)
 REQUEST_START = web.RequestKey("corral_request_start", float)
 
 
+def v2_kind(path: str) -> str:
+    """The registry resource a /v2 path names (base, catalog, token, blob, upload_start,
+    upload, manifest, tags, or invalid), from its last segments only: the handler parses
+    and validates the path itself; a label needs no more than this."""
+    parts = path.split("/")
+    n = len(parts)
+    if n <= 3:
+        return {"": "base", "_catalog": "catalog", "token": "token"}.get(parts[2] if n == 3 else "", "invalid")
+    last, prev = parts[-1], parts[-2]
+    if prev == "manifests":
+        return "manifest"
+    if prev == "uploads" and parts[-3] == "blobs":
+        return "upload_start" if last == "" else "upload"
+    if prev == "blobs":
+        return "blob"
+    if prev == "tags" and last == "list":
+        return "tags"
+    return "invalid"
+
+
 def route_label(request: web.Request) -> str:
     """The matched resource, not the raw path: `/v2/<kind>` for the registry."""
     path = request.path
     if path == "/v2" or path.startswith("/v2/"):
-        try:
-            return "/v2/" + parse_route(request.raw_path).kind
-        except Exception:  # noqa: BLE001 - any refusal is one label
-            return "/v2/invalid"
+        return "/v2/" + v2_kind(path)
     info = request.match_info
     route = info.route if info is not None else None
     resource = route.resource if route is not None else None

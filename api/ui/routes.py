@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -108,8 +109,6 @@ def render(request: web.Request, page_name: str, http_status: int = 200, /, **co
     anchor = _anchor(request)
     new_anchor = None
     if anchor is None:
-        import secrets
-
         anchor = new_anchor = secrets.token_urlsafe(24)
     sessions: Sessions = request.app[SESSIONS]
     logged_in = sessions.get(request.cookies.get(SESSION_COOKIE)) is not None
@@ -134,7 +133,7 @@ def _login_redirect() -> web.Response:
 def _check_post(request: web.Request, token: str) -> None:
     """CSRF: this origin, and the token bound to this browser's anchor cookie."""
     anchor = _anchor(request)
-    if not same_origin(request) or anchor is None or not request.app[SESSIONS].csrf_ok(anchor, token):
+    if not same_origin(request, request.app[SETTINGS].trust_proxy) or anchor is None or not request.app[SESSIONS].csrf_ok(anchor, token):
         raise APIError(403, "forbidden: cross-site request or missing CSRF token")
 
 

@@ -74,13 +74,18 @@ class Sessions:
         return bool(token) and hmac.compare_digest(self.csrf_token(sid), token)
 
 
-def same_origin(request: web.Request) -> bool:
-    """False when the browser says the request comes from another origin."""
+def same_origin(request: web.Request, trust_proxy: bool = False) -> bool:
+    """False when the browser says the request comes from another origin. Behind a
+    trusted proxy, the origin the browser sees is X-Forwarded-Proto/-Host."""
     origin = request.headers.get("Origin")
     if origin is None:
         fetch_site = request.headers.get("Sec-Fetch-Site")
         return fetch_site in (None, "same-origin", "none")
-    return origin == f"{request.scheme}://{request.host}"
+    scheme, host = request.scheme, request.host
+    if trust_proxy:
+        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+    return origin == f"{scheme}://{host}"
 
 
 def set_cookie(response: web.StreamResponse, name: str, value: str, max_age: int | None) -> None:

@@ -201,3 +201,27 @@ def test_root_sends_browsers_to_the_ui(ui):
     assert r.status_code == 302 and r.headers["location"] == "/ui/"
     assert httpx.get(ui.url + "/").text == "Ollama is running"
     assert os.environ.get("CORRAL_DEFAULT_MODEL") == "0"
+
+
+def test_chat_playground_and_keys_view(browser, ui):
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    watch = Watch(page)
+    login(page, ui)
+    page.goto(ui.url + "/ui/running")
+    page.select_option("#chat-form select[name=model]", "tiny:latest")
+    page.fill("#chat-form textarea[name=prompt]", "<b>hello</b>")
+    page.click("#chat-form button")
+    expect(page.locator("#chat-log .user")).to_have_text("> <b>hello</b>")
+    expect(page.locator("#chat-log .assistant")).not_to_be_empty(timeout=60_000)
+    assert page.locator("#chat-log b").count() == 0
+    page.goto(ui.url + "/ui/running")
+    assert "tiny:latest" in page.inner_text("#running")  # loaded by the chat
+    page.goto(ui.url + "/ui/keys")
+    keys = page.inner_text("#api-keys")
+    assert "admin" in keys and "pull, push, infer, manage" in keys
+    assert ui.admin_key.split("_")[-1] not in page.content()
+    assert watch.events == []
+    context.close()
