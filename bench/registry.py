@@ -14,7 +14,8 @@ own store on the same disk, and measures for both:
 
 Then the operations cost, on three corral servers in the same run: `--no-metrics` (the
 baseline), metrics on (the default), and `--require-auth` (metrics off), the same manifest
-GET and blob HEAD lines for each, as ratios to the baseline. `--ops-only` runs only these.
+GET and blob HEAD lines for each, as ratios to the baseline (median of per-round ratios,
+in requests per second and per CPU-second of the server). `--ops-only` runs only these.
 
 Rounds alternate which server goes first; each line reports the median round and the
 CPU the server processes used (from /proc). Prints a Markdown table of corral/docker
@@ -324,35 +325,47 @@ OPS_SERVERS = (
 
 
 def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, object]:
-    """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth."""
+    """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth.
+
+    Many short rounds, each measuring the three servers back to back in a rotating order,
+    and per-round ratios to the baseline (so a load change between rounds cancels out);
+    besides requests per second, requests per CPU-second of the server, which other load
+    on the machine moves much less."""
     servers = [start_corral(work, name, extra) for name, extra in OPS_SERVERS]
     lines = {"manifest": Line(f"manifest GET, {args.concurrency} clients", "req/s"),
              "head": Line(f"blob HEAD, {args.concurrency} clients", "req/s")}
     try:
         seeds = {s.name: seed_manifest(s, "bench/model") for s in servers}
-        for r in range(args.rounds):
+        for r in range(args.ops_rounds):
             shift = r % len(servers)
             for s in servers[shift:] + servers[:shift]:
                 tag, layer = seeds[s.name]
                 measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
                     loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
-                    args.rps_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
+                    args.ops_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
                 measure(lines["head"], s, lambda s=s, layer=layer: rps(
                     loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
-                    args.rps_seconds, []))
+                    args.ops_seconds, []))
     finally:
         for s in servers:
             s.stop()
     print()
-    print("| measurement | baseline (--no-metrics) | metrics on | ratio | --require-auth | ratio |")
+    print("| measurement | baseline (--no-metrics) | metrics on | ratio (per CPU-s) "
+          "| --require-auth | ratio (per CPU-s) |")
     print("|---|---|---|---|---|---|")
     report: dict[str, object] = {}
     for key, line in lines.items():
-        b, m, a = (line.median(name) for name, _ in OPS_SERVERS)
-        print(f"| {line.name} | {b:,.0f} {line.unit} | {m:,.0f} {line.unit} | **{m / b:.2f}x** "
-              f"| {a:,.0f} {line.unit} | **{a / b:.2f}x** |")
-        report[key] = {"name": line.name, "results": line.results, "metrics_ratio": m / b,
-                       "auth_ratio": a / b}
+        base = line.results["baseline"]
+        base_eff = [v / max(c, 1e-9) for v, c in zip(base, line.cpu["baseline"], strict=True)]
+        cells, ratios = [], {}
+        for name, _ in OPS_SERVERS[1:]:
+            vals, cpus = line.results[name], line.cpu[name]
+            ratio = statistics.median(v / b for v, b in zip(vals, base, strict=True))
+            eff = statistics.median(v / max(c, 1e-9) / be for v, c, be in zip(vals, cpus, base_eff, strict=True))
+            ratios[name] = {"throughput": ratio, "per_cpu_second": eff}
+            cells.append(f"{line.median(name):,.0f} {line.unit} | **{ratio:.2f}x** ({eff:.2f}x)")
+        print(f"| {line.name} | {line.median('baseline'):,.0f} {line.unit} | " + " | ".join(cells) + " |")
+        report[key] = {"name": line.name, "results": line.results, "cpu": line.cpu, "ratios": ratios}
     return report
 
 
@@ -365,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rps-seconds", type=float, default=5.0)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--workdir", help="where the two stores go (default: a temp dir)")
+    ap.add_argument("--ops-rounds", type=int, default=9)
+    ap.add_argument("--ops-seconds", type=float, default=2.0)
     ap.add_argument("--ops-only", action="store_true",
                     help="only the metrics / --require-auth lines (no docker-registry needed)")
     args = ap.parse_args(argv)
@@ -381,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(f"\ncores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after "
-              f"{load_after[0]:.2f}; median of {args.rounds} rounds")
+              f"{load_after[0]:.2f}; median of {args.ops_rounds} rounds of per-round ratios")
         if args.json:
             Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
                                                    "ops": report}, indent=1))
