@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.metrics import METRICS, Metrics
 from api.responses import json_response
+from api.schemas import HealthResponse, ReadyResponse
 from api.settings import split_host_port
 from api.state import SETTINGS, STORE
 from store.store import Store
@@ -42,7 +43,7 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(HealthResponse(status="ok"))
 
 
 def _check_store(store: Store) -> None:
@@ -64,7 +65,7 @@ async def readyz(request: web.Request) -> web.Response:
     except OSError as exc:
         checks["store"] = exc.strerror or type(exc).__name__
     ready = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ready" if ready else "not ready", "checks": checks},
+    return json_response(ReadyResponse(status="ready" if ready else "not ready", checks=checks),
                          200 if ready else 503)
 
 
