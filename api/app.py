@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     inference.setup(app)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
+    app.on_startup.append(_announce_auth)
     registry_state.append(setup_registry(app, settings, store))
     _apply_limits(app, settings, registry_state[0])
     health.install(app, settings.metrics_listen)
@@ -78,6 +79,17 @@ def _apply_limits(app: web.Application, settings: Settings, registry: RegistrySt
     state = app[TRANSFER]
     state.download_rate, state.upload_rate = down, up
     state.connection_limit = settings.max_connections
+
+
+async def _announce_auth(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    if not settings.require_auth:
+        return
+    sources = [what for what, present in (
+        ("signatures of keys in --authorized-keys", settings.authorized_keys is not None),
+        (f"API keys in {settings.api_keys_path}", True),
+        ("the shared CORRAL_API_KEY", settings.api_key is not None)) if present]
+    log.info("--require-auth: /api and /v1 accept %s", ", ".join(sources))
 
 
 async def _close_audit(audit_log: AuditLog) -> None:
