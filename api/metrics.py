@@ -29,7 +29,9 @@ from api.state import SCHEDULER, STORE
 from registry.server import REGISTRY
 from registry.server.uploads import UPLOADS
 from store.driver import PathNotFound, StorageDriver
+from store.errors import StoreError
 from store.gc import GCReport
+from store.names import ModelName
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,8 +112,11 @@ class Metrics:
         self.gc_freed_bytes.inc(report.freed_bytes)
 
     def observe_completion(self, model: str, chunk: dict[str, Any], ttft_s: float | None) -> None:
-        """Record the final chunk of a generate or chat request (ollama's done metrics)."""
-        model = model or "unknown"
+        """Record the final chunk of a generate or chat request (ollama's done metrics).
+
+        The label is the model's shortest name, lower-cased, so the spellings a client may
+        use for one model (`tiny`, `TINY:latest`, `library/tiny`) share one series."""
+        model = model_label(model)
         eval_count = int(chunk.get("eval_count") or 0)
         prompt_count = int(chunk.get("prompt_eval_count") or 0)
         eval_ns = int(chunk.get("eval_duration") or 0)
@@ -124,6 +129,13 @@ class Metrics:
         if eval_count and eval_ns > 0:
             self.tps.labels(model).observe(eval_count / (eval_ns / 1e9))
         self.completions.labels(model, str(chunk.get("done_reason") or "stop")).inc()
+
+
+def model_label(text: str) -> str:
+    try:
+        return ModelName.parse(text).display_shortest().lower()
+    except (StoreError, ValueError):
+        return "other"
 
 
 METRICS = web.AppKey("metrics", Metrics)

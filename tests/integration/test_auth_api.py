@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import httpx
@@ -195,6 +196,12 @@ def test_inference_rate_limit_per_key(ollama_store, tmp_path):
             assert httpx.post(s.url + "/api/generate", json=body, headers=bearer(fast)).status_code == 404
         # Reads are not rate limited.
         assert httpx.get(s.url + "/api/tags", headers=bearer(slow)).status_code == 200
+        # 16 requests at once on a fresh key allowed one every 10 s: one passes.
+        _, burst = keys.create("burst", ("*",), ("infer",), rate=0.1)
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda _: httpx.post(s.url + "/api/generate", json=body,
+                                                       headers=bearer(burst)).status_code, range(16)))
+        assert sorted(codes) == [404] + [429] * 15, codes
 
 
 def test_keys_cli(tmp_path, capsys):

@@ -118,10 +118,10 @@ def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan):
                                                       "options": {"num_predict": 8, "seed": 1}}, timeout=120)
     assert r.status_code == 200, r.text
     after_gen = scrape(local.url)
-    assert value(after_gen, "corral_generated_tokens_total", model="tiny") >= 1
-    assert value(after_gen, "corral_prompt_tokens_total", model="tiny") >= 1
-    assert value(after_gen, "corral_time_to_first_token_seconds_count", model="tiny") == 1
-    assert value(after_gen, "corral_tokens_per_second_count", model="tiny") == 1
+    assert value(after_gen, "corral_generated_tokens_total", model="tiny:latest") >= 1
+    assert value(after_gen, "corral_prompt_tokens_total", model="tiny:latest") >= 1
+    assert value(after_gen, "corral_time_to_first_token_seconds_count", model="tiny:latest") == 1
+    assert value(after_gen, "corral_tokens_per_second_count", model="tiny:latest") == 1
     assert value(after_gen, "corral_models_loaded") == 1
     assert value(after_gen, "corral_slots_busy") == 0
     assert value(after_gen, "corral_queue_depth") == 0
