@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.settings import Settings
+from tests.integration.test_inference_crash import runner_pids
 from tests.servers import ThreadedServer, free_port
 
 
@@ -114,6 +116,7 @@ def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan):
     served = scrape(remote.url)
     assert value(served, "corral_http_response_bytes_total", route="/v2/blob") >= layer["size"]
 
+    runners_before = set(runner_pids(os.getpid()))
     r = httpx.post(local.url + "/api/generate", json={"model": "tiny", "prompt": "hello", "stream": True,
                                                       "options": {"num_predict": 8, "seed": 1}}, timeout=120)
     assert r.status_code == 200, r.text
@@ -128,6 +131,15 @@ def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan):
     assert value(after_gen, "corral_runner_crashes_total") == 0
     assert value(after_gen, "corral_http_requests_total", route="/api/generate", method="POST",
                  status="200") == 1
+    # A runner that dies on its own is counted.
+    (runner,) = set(runner_pids(os.getpid())) - runners_before
+    os.kill(runner, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while value(scrape(local.url), "corral_runner_crashes_total") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    crashed = scrape(local.url)
+    assert value(crashed, "corral_runner_crashes_total") == 1
+    assert value(crashed, "corral_models_loaded") == 0
     # Unknown paths share one label instead of minting one per path.
     httpx.get(local.url + "/no/such/path/12345")
     labels = {dict(ls).get("route") for (n, ls) in scrape(local.url) if n == "corral_http_requests_total"}
