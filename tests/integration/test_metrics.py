@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -65,12 +66,13 @@ def local(ollama_store: Path, orphan: int, key_env, monkeypatch):
 @pytest.fixture
 def remote(tmp_path: Path):
     port = free_port()
-    settings = Settings(models=tmp_path / "remote", host="127.0.0.1", port=port, anonymous_push=True)
+    settings = Settings(models=tmp_path / "remote", host="127.0.0.1", port=port, anonymous_push=True,
+                        audit_log=tmp_path / "remote-audit.log")
     with ThreadedServer(settings) as srv:
         yield srv
 
 
-def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan):
+def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan, tmp_path):
     before = scrape(local.url)
     # The startup GC removed the orphan blob.
     assert value(before, "corral_gc_runs_total") == 1
@@ -99,6 +101,9 @@ def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan):
         served, "corral_http_request_bytes_total", route="/v2/upload_start") > 100_000
     assert value(served, "corral_store_manifests") == 1
     assert total(served, "corral_http_request_duration_seconds_count", route="/v2/manifest") == 1
+    # The registry's audit log has the push, by whom (anonymous push: no token subject).
+    audit = [json.loads(line) for line in (tmp_path / "remote-audit.log").read_text().splitlines()]
+    assert [(a["event"], a["model"], a["status"]) for a in audit] == [("push", "alice/tiny:latest", 201)]
 
     assert httpx.request("DELETE", local.url + "/api/delete", json={"model": name}).status_code == 200
     r = httpx.post(local.url + "/api/pull", json={"model": name, "insecure": True, "stream": False},

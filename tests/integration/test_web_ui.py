@@ -135,7 +135,14 @@ def test_browse_search_open_pull_delete(browser, ui, source, tmp_path):
     tags = {m["name"] for m in httpx.get(ui.url + "/api/tags", headers=headers).json()["models"]}
     assert f"{host}/alice/big:latest" in tags
 
-    # Delete it from its page.
+    # Copy it, then delete the copy and the original from their pages.
+    page.goto(f"{ui.url}/ui/model/{host}/alice/big:latest")
+    page.fill("form[data-action=copy] input[name=destination]", "team/big-copy")
+    page.click("form[data-action=copy] button")
+    page.wait_for_url(f"{ui.url}/ui/model/team/big-copy")
+    assert page.inner_text("#model-name") == "team/big-copy:latest"
+    page.click("#delete")
+    page.wait_for_url(ui.url + "/ui/")
     page.goto(f"{ui.url}/ui/model/{host}/alice/big:latest")
     page.click("#delete")
     page.wait_for_url(ui.url + "/ui/")
