@@ -11,7 +11,7 @@ from aiohttp import web
 from api import metrics, ui
 from api.apikeys import ApiKeyFile
 from api.audit import AUDIT, AuditLog, audit_middleware
-from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, auth_middleware
+from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, RateLimiter, auth_middleware
 from api.middleware import errors, host_check, mutation_guard, path_guard
 from api.routes import blobs, create, health, inference, meta, models, transfer
 from api.routes.transfer import TRANSFER
@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> web.Application:
         shared_key=settings.api_key, api_keys=api_keys, window_s=settings.auth_window_s,
         authorized_keys=lambda: registry_state[0].authorized_keys() if registry_state else None,
     )
-    auth_config = AuthConfig(authenticator, audit_log, settings.infer_rate)
+    auth_config = AuthConfig(authenticator, audit_log, RateLimiter(settings.infer_rate))
     # With --require-auth every /api and /v1 request is identified and checked for its
     # scope, which replaces the shared-key/loopback rule for model management.
     access = ([auth_middleware(auth_config)] if settings.require_auth

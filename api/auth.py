@@ -212,22 +212,15 @@ class Authenticator:
         return pub_b64
 
 
-@dataclass
-class AuthConfig:
-    authenticator: Authenticator
-    audit: AuditLog
-    default_rate: float = 0.0
-
-
-AUTH = web.AppKey("auth", AuthConfig)
-
-
 class RateLimiter:
-    def __init__(self) -> None:
+    """One token bucket per identity (the key's own rate, else the server's default)."""
+
+    def __init__(self, default_rate: float) -> None:
+        self.default_rate = default_rate
         self._buckets: dict[str, TokenBucket] = {}
 
-    def wait_for(self, identity: Identity, default_rate: float, now: float) -> float:
-        rate = identity.rate or default_rate
+    def wait_for(self, identity: Identity, now: float) -> float:
+        rate = identity.rate or self.default_rate
         if rate <= 0:
             return 0.0
         bucket = self._buckets.get(identity.name)
@@ -235,18 +228,36 @@ class RateLimiter:
             bucket = self._buckets[identity.name] = TokenBucket(rate, now)
         return bucket.take(now)
 
+    def refusal(self, identity: Identity) -> web.Response | None:
+        """None if an inference request may go now, else the 429 answer."""
+        wait = self.wait_for(identity, time.monotonic())
+        if wait <= 0:
+            return None
+        response = error_response(429, "rate limit exceeded for this key; retry later")
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
+
+
+@dataclass
+class AuthConfig:
+    authenticator: Authenticator
+    audit: AuditLog
+    limiter: RateLimiter
+
+
+AUTH = web.AppKey("auth", AuthConfig)
+
 
 def auth_middleware(config: AuthConfig) -> Callable[..., object]:
     """With --require-auth: identify every /api and /v1 request, check its scope, and rate
     limit inference; the identity is left on the request for handlers and the audit log."""
-    limiter = RateLimiter()
     authenticator = config.authenticator
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if not needs_auth(path):
-            return await handler(request)
+        if not needs_auth(path) or request.method == "OPTIONS":
+            return await handler(request)  # a CORS preflight carries no credentials
         now = time.time()
         try:
             identity = authenticator.identify(
@@ -259,12 +270,8 @@ def auth_middleware(config: AuthConfig) -> Callable[..., object]:
         if not identity.may(scope):
             config.audit.write("denied", identity, request, 403, scope=scope)
             return error_response(403, f"forbidden: this key lacks the '{scope}' scope")
-        if scope == INFER:
-            wait = limiter.wait_for(identity, config.default_rate, time.monotonic())
-            if wait > 0:
-                response = error_response(429, "rate limit exceeded for this key; retry later")
-                response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-                return response
+        if scope == INFER and (refused := config.limiter.refusal(identity)) is not None:
+            return refused
         request[IDENTITY] = identity
         response = await handler(request)
         config.audit.write("key_use", identity, request, response.status)

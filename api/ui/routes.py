@@ -381,6 +381,9 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/ui/api/chat")
 async def chat(request: web.Request) -> web.StreamResponse:
-    _act(request, INFER)
+    who = _act(request, INFER)
+    refused = request.app[AUTH].limiter.refusal(who)
+    if refused is not None:
+        return refused
     return await inference.chat(request)
 
