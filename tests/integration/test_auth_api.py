@@ -65,6 +65,8 @@ def test_unsigned_requests_are_refused(srv):
         r = httpx.request(method, srv.url + path, json={"model": "tiny"})
         assert r.status_code == 401, (path, r.text)
         assert "unauthorized" in r.json()["error"]
+    # A CORS preflight carries no credentials: it is not refused for lacking them.
+    assert httpx.request("OPTIONS", srv.url + "/api/tags").status_code != 401
     # Outside the API: the root answer and health stay open.
     assert httpx.get(srv.url + "/").text == "Ollama is running"
     assert httpx.get(srv.url + "/healthz").status_code == 200
