@@ -10,6 +10,7 @@ server/routes.go.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -110,7 +111,7 @@ class Target:
 
     def ref(self, n_ctx: int) -> ModelRef:
         return ModelRef(name=self.name.display_shortest(), digest=self.model.id, details=self.details,
-                        size=self.info.memory_estimate(n_ctx))
+                        size=self.info.memory_estimate(n_ctx), kv_size=self.info.kv_size(n_ctx))
 
     def renderer(self) -> Renderer:
         try:
@@ -198,7 +199,9 @@ def check_think(target: Target, renderer: Renderer, think: bool | str | None) ->
 async def acquire(request: web.Request, target: Target, resolved: Resolved) -> Lease:
     scheduler = request.app[SCHEDULER]
     try:
-        return await scheduler.acquire(target.ref(resolved.load.n_ctx), resolved.load)
+        spec = dataclasses.replace(resolved.load, model_name=target.name.display_shortest())
+        return await scheduler.acquire(target.ref(resolved.load.n_ctx), spec,
+                                       parallel_explicit=resolved.parallel_explicit)
     except RunnerError as exc:  # a failed load, or 503 when the model's queue is full
         raise APIError(exc.status, exc.message) from None
 
