@@ -518,8 +518,10 @@ class Worker:
             req = slot.request
             assert req is not None
             take = min(len(req.todo), self.n_batch, budget)
-            if len(req.todo) - take == 1 and take > 1:
-                take -= 1  # never leave a lone last token (see _reuse_prefix)
+            if len(req.todo) - take == 1:
+                # Never leave a lone last token (see _reuse_prefix): take it along when
+                # the batch has room (it has one spare place per slot), else leave two.
+                take = take + 1 if take + 1 <= budget else take - 1
             if take <= 0 or (take == 1 and len(req.todo) > 1):
                 continue
             chunk, req.todo = req.todo[:take], req.todo[take:]
