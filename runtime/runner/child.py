@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.grammar import FormatError, grammar_for
-from runtime.runner.protocol import MAX_TOP_LOGPROBS, decode, encode
+from runtime.images import ImageError, check_image
+from runtime.runner.protocol import IMAGE_MARKER, MAX_TOP_LOGPROBS, decode, encode
 
 # Generation with num_predict < 0 is bounded, as in ollama, to a few context windows.
 OPEN_ENDED_CONTEXT_MULTIPLIER = 10
@@ -92,6 +93,7 @@ class Completion:
     logprobs: bool
     top_logprobs: int
     received: int
+    images: list[bytes] = field(default_factory=list)  # decoded, checked image files
     todo: list[int] = field(default_factory=list)
     started: int = 0
     prompt_done: int | None = None
@@ -102,9 +104,11 @@ class Completion:
     pending_logprobs: list[dict[str, Any]] = field(default_factory=list)
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
 
+    n_image_prompt: int = 0  # prompt tokens (text and image) when the prompt had images
+
     @property
     def n_prompt(self) -> int:
-        return len(self.tokens)
+        return self.n_image_prompt or len(self.tokens)
 
 
 @dataclass
@@ -120,6 +124,7 @@ class Worker:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.model: Any = None
+        self.mtmd: Any = None  # the vision projector (llama.cpp's multimodal library), if any
         self.ctx: Any = None
         self.vocab: Any = None
         self.mem: Any = None
@@ -252,6 +257,9 @@ class Worker:
         self.mem = llama_cpp.llama_get_memory(ctx) or None
         self.pooled = llama_cpp.llama_pooling_type(ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
         self.batch = llama_cpp.llama_batch_init(self.batch_capacity, 0, 1)
+        projector = msg.get("projector_path")
+        if projector:
+            self._load_projector(str(projector), threads)
         self.slots = [Slot(seq=i) for i in range(n_parallel)]
         self.info = {
             "ready": True,
@@ -261,9 +269,26 @@ class Worker:
             "n_vocab": self.n_vocab,
             "model_size": int(llama_cpp.llama_model_size(model)),
             "extra_buffers": choice.enabled,
+            "vision": self.mtmd is not None,
             "load_ns": time.perf_counter_ns() - started,
         }
         return self.info
+
+    def _load_projector(self, path: str, threads: int) -> None:
+        from llama_cpp import mtmd_cpp
+
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = False
+        params.n_threads = threads
+        params.print_timings = False
+        params.media_marker = IMAGE_MARKER.encode()
+        handle = mtmd_cpp.mtmd_init_from_file(path.encode(), self.model, params)
+        if not handle:
+            raise RequestError(f"llama.cpp could not load the vision projector {path}", 500)
+        if not mtmd_cpp.mtmd_support_vision(handle):
+            mtmd_cpp.mtmd_free(handle)
+            raise RequestError(f"the projector {path} has no vision encoder", 500)
+        self.mtmd = handle
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -373,11 +398,23 @@ class Worker:
             raise RequestError("this model does not support generate", 400)
         request_id = int(msg["id"])
         s: dict[str, Any] = msg.get("sampling") or {}
-        if msg.get("images"):
-            raise RequestError("this model has no vision projector: images are not supported", 400)
         keep = int(s.get("num_keep", 4))
         prompt = str(msg.get("prompt", ""))
-        tokens = self._fit_prompt(self._tokenize(prompt), keep, bool(msg.get("truncate", True)))
+        images = [str(x) for x in msg.get("images") or []]
+        decoded: list[bytes] = []
+        if images:
+            if self.mtmd is None:
+                raise RequestError("this model has no vision projector: images are not supported", 400)
+            if prompt.count(IMAGE_MARKER) != len(images):
+                raise RequestError(f"the prompt holds {prompt.count(IMAGE_MARKER)} image markers for "
+                                   f"{len(images)} images", 400)
+            try:
+                decoded = [check_image(x) for x in images]
+            except ImageError as exc:
+                raise RequestError(str(exc), 400) from None
+            tokens = self._tokenize(prompt)  # for counting and `context` only
+        else:
+            tokens = self._fit_prompt(self._tokenize(prompt), keep, bool(msg.get("truncate", True)))
         if not tokens:
             raise RequestError("empty prompt")
         try:
@@ -395,7 +432,7 @@ class Worker:
             id=request_id, msg=msg, prompt=prompt, tokens=tokens, sampler=self._sampler(s, grammar),
             limit=limit, stops=[x for x in s.get("stop") or [] if x], shift=bool(msg.get("shift", True)),
             keep=keep, logprobs=bool(msg.get("logprobs")) or top > 0, top_logprobs=top,
-            received=time.perf_counter_ns(),
+            received=time.perf_counter_ns(), images=decoded,
         ))
 
     def queue_embed(self, msg: dict[str, Any]) -> None:
@@ -468,11 +505,73 @@ class Worker:
             if not free:
                 return
             self.waiting.popleft()
+            head.started = time.perf_counter_ns()
+            if head.images:
+                slot = min(free, key=lambda s: s.last_used)
+                slot.request = head
+                self._start_with_images(slot, head)
+                continue
             # The slot whose cache shares the longest prefix; the least recently used on a tie.
             slot = max(free, key=lambda s: (self._common(s, head.tokens), -s.last_used))
             head.todo = self._reuse_prefix(slot, head.tokens)
-            head.started = time.perf_counter_ns()
             slot.request = head
+
+    def _start_with_images(self, slot: Slot, req: Completion) -> None:
+        """Evaluate a prompt with images into the slot's sequence at once (text chunks and
+        image embeddings, through llama.cpp's multimodal helper), then sample its first
+        token before any other decode replaces the logits."""
+        try:
+            n_tokens, n_past = self._eval_images(slot, req)
+        except Exception as exc:  # noqa: BLE001 - the request fails, the slot is freed
+            self._clear(slot)
+            self._fail(req.id, exc)
+            self._release(slot)
+            return
+        req.n_image_prompt = n_tokens
+        req.prompt_done = time.perf_counter_ns()
+        slot.cache = [-1] * n_past  # image positions hold no token: never reused
+        slot.batch_valid = 0
+        self._sample(slot, -1)
+
+    def _eval_images(self, slot: Slot, req: Completion) -> tuple[int, int]:
+        import llama_cpp
+        from llama_cpp import mtmd_cpp
+
+        self._clear(slot)
+        bitmaps: list[Any] = []
+        chunks = mtmd_cpp.mtmd_input_chunks_init()
+        try:
+            for data in req.images:
+                buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+                bitmap = mtmd_cpp.mtmd_helper_bitmap_init_from_buf(self.mtmd, buf, len(data), False)
+                if not bitmap:
+                    raise RequestError("an image could not be decoded", 400)
+                bitmaps.append(bitmap)
+            text = mtmd_cpp.mtmd_input_text()
+            encoded = req.prompt.encode("utf-8", errors="replace")
+            text.text = encoded
+            text.text_len = len(encoded)
+            text.add_special = True
+            text.parse_special = True
+            array = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            rc = mtmd_cpp.mtmd_tokenize(self.mtmd, chunks, ctypes.byref(text), array, len(bitmaps))
+            if rc != 0:
+                raise RequestError(f"the prompt and its images could not be tokenized (status {rc})", 400)
+            n_tokens = int(mtmd_cpp.mtmd_helper_get_n_tokens(chunks))
+            n_pos = int(mtmd_cpp.mtmd_helper_get_n_pos(chunks))
+            if n_pos >= self.n_ctx:
+                raise RequestError(f"the prompt with its images ({n_pos} positions) exceeds the context "
+                                   f"length ({self.n_ctx} tokens)", 400)
+            new_n_past = llama_cpp.llama_pos(0)
+            rc = mtmd_cpp.mtmd_helper_eval_chunks(self.mtmd, self.ctx, chunks, 0, slot.seq, self.n_batch,
+                                                  True, ctypes.byref(new_n_past))
+            if rc != 0:
+                raise RequestError(f"evaluating the images failed (status {rc})", 500)
+            return n_tokens, int(new_n_past.value)
+        finally:
+            for bitmap in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(bitmap)
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
 
     # -- the engine ----------------------------------------------------------------------
 
