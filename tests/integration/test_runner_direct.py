@@ -1,4 +1,4 @@
-"""Log-probabilities per sampled token, straight from a runner (the API encodes them)."""
+"""A runner driven directly: log-probabilities per sampled token, batched embeddings."""
 
 from __future__ import annotations
 
@@ -40,5 +40,25 @@ async def test_logprobs_and_top_logprobs(tmp_path: Path, tiny_f16: bytes) -> Non
             assert exc.status == 400
         else:
             raise AssertionError("top_logprobs 21 was accepted")
+    finally:
+        await runner.close()
+
+
+async def test_embeddings_batch_across_sequences(tmp_path: Path, tiny_f16: bytes) -> None:
+    """An embedding context packs a request's texts into one decode, one sequence each;
+    the vectors equal those of each text embedded alone."""
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(tiny_f16)
+    texts = ["first text", "a second, longer text to embed", "third"]
+    runner = await Runner.start(LoadSpec(str(model), 128, 128, 1, embedding=True, n_parallel=4))
+    try:
+        together, counts = await runner.embed(texts)
+        assert len(together) == 3 and all(c > 0 for c in counts)
+        for text, vector in zip(texts, together, strict=True):
+            (alone,), _ = await runner.embed([text])
+            assert all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5) for a, b in zip(alone, vector, strict=True))
+        assert together[0] != together[1]
+        many, _ = await runner.embed([f"text number {i}" for i in range(9)])  # more texts than sequences
+        assert len(many) == 9
     finally:
         await runner.close()
