@@ -9,7 +9,8 @@ same prompts, greedy sampling, n_ctx 2048 per sequence, n_batch 512, in the same
 
 - corral: `corral serve` as a child process (CORRAL_NUM_PARALLEL 4, the default), streaming
   POST /api/generate with `raw: true`, so both servers see the same prompt text;
-- peer: `python -m llama_cpp.server` on a loopback port, streaming POST /v1/completions.
+- peer: `python -m llama_cpp.server` on a loopback port (up at the same time as corral;
+  each level runs on both back to back, alternating which goes first), streaming POST /v1/completions.
   It is started through a few lines of wrapper that apply corral's extra-buffer decision
   (runtime/cpu.py) to llama.cpp's model parameters, so on an AMX CPU neither side crashes;
 - ideal: a bare batched `llama_decode` loop in this process (one token for each of N
@@ -254,13 +255,20 @@ def main() -> int:
         models = Path(tmp) / "models"
         os.environ[default_model.ENV] = "1"
         default_model.ensure_default_model(Store(models))
-        for make in (lambda: Corral(models, threads), lambda: Peer(str(gguf), threads)):
-            server = make()
-            try:
+        servers: list[Corral] = []
+        try:
+            servers.append(Corral(models, threads))
+            servers.append(Peer(str(gguf), threads))
+            for server in servers:
                 asyncio.run(level(server, 1, 1, 4, 99))  # load and warm up
-                results[server.name] = {n: asyncio.run(level(server, n, args.requests, args.predict, n))
-                                        for n in sizes}
-            finally:
+                results[server.name] = {}
+            # Both servers stay up; each level runs on both back to back, alternating which
+            # goes first, so drifting machine load hits both alike.
+            for k, n in enumerate(sizes):
+                for server in servers if k % 2 == 0 else servers[::-1]:
+                    results[server.name][n] = asyncio.run(level(server, n, args.requests, args.predict, n))
+        finally:
+            for server in servers:
                 server.stop()
     bare = ideal(str(gguf), threads, sorted(set(sizes)))
     print(f"load average after: {os.getloadavg()}")
