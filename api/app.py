@@ -13,6 +13,7 @@ from api.routes import blobs, create, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from registry.server import registry_guard, setup_registry
+from runtime.cpu import log_startup as log_cpu
 from store.gc import collect, fix_blob_names
 from store.store import Store
 
@@ -65,4 +66,5 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     log.info("corral listening on %s:%d, models in %s", settings.host, settings.port, settings.models)
+    log_cpu()
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)

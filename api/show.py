@@ -124,6 +124,13 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
             model_info = gguf.model_info(g, verbose=verbose)
             tensors = [TensorInfo(**t) for t in gguf.tensor_summaries(g)]
             capabilities = gguf.capabilities(g)
+    projector_info: dict[str, Any] | None = None
+    if parts.projectors:
+        # ollama: the projector's KV pairs, as model_info shows the model's.
+        try:
+            projector_info = gguf.model_info(gguf.read_gguf(parts.projectors[0]), verbose=verbose)
+        except (gguf.GGUFError, OSError, StoreError) as exc:
+            log.warning("cannot read the projector header of %s: %s", name.display_shortest(), exc)
     if parts.projectors and "vision" not in capabilities:
         capabilities.append("vision")
     template = parts.template if parts.template is not None else DEFAULT_TEMPLATE
@@ -159,6 +166,7 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
         ]
         or None,
         model_info=model_info,
+        projector_info=projector_info,
         tensors=tensors,
         capabilities=capabilities or None,
         modified_at=model.modified_at,

@@ -29,10 +29,13 @@ class ModelInfo:
     def embedding_only(self) -> bool:
         return "embedding" in self.capabilities and "completion" not in self.capabilities
 
+    def kv_size(self, n_ctx: int) -> int:
+        """An f16 KV cache of n_ctx tokens (one sequence)."""
+        return 2 * self.n_layer * n_ctx * self.n_embd_kv * 2
+
     def memory_estimate(self, n_ctx: int) -> int:
         """Weights plus an f16 KV cache of n_ctx tokens, plus a little for buffers."""
-        kv = 2 * self.n_layer * n_ctx * self.n_embd_kv * 2
-        return self.file_size + kv + 32 * 1024 * 1024
+        return self.file_size + self.kv_size(n_ctx) + 32 * 1024 * 1024
 
 
 def _token(g: gguf.GGUFFile, key: str) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "Resolved",
     "default_keep_alive",
     "default_num_ctx",
+    "default_parallel",
     "default_threads",
     "parse_go_duration",
     "parse_keep_alive",
@@ -122,13 +123,35 @@ def default_num_ctx() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_NUM_CTX
 
 
-def default_threads() -> int:
-    """``CORRAL_NUM_THREADS``, else half the logical CPUs (about the physical cores;
-    llama.cpp slows down when its threads share cores)."""
-    text = os.environ.get("CORRAL_NUM_THREADS", "").strip()
+def choose_threads(setting: str | None, physical: int, logical: int) -> int:
+    """The default thread count: ``CORRAL_NUM_THREADS`` when it is a positive number,
+    else the physical cores (measured on a 2-core AMD EPYC, bench/RESULTS.md: 2 threads
+    evaluate prompts about 1.8x and generate about 1.4x faster than half the CPUs, i.e. 1),
+    else, when the core count is unknown, half the logical CPUs (SMT siblings share a
+    core's SIMD units, and llama.cpp slows down when its threads share cores)."""
+    text = (setting or "").strip()
     if text.isdigit() and int(text) > 0:
         return int(text)
-    return max(1, (os.cpu_count() or 2) // 2)
+    if physical > 0:
+        return min(physical, max(1, logical))
+    return max(1, logical // 2)
+
+
+def default_threads() -> int:
+    """``CORRAL_NUM_THREADS``, else the physical cores this process may use."""
+    from runtime.cpu import physical_cores
+
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return choose_threads(os.environ.get("CORRAL_NUM_THREADS"), physical_cores(), logical)
+
+
+DEFAULT_NUM_PARALLEL = 4
+
+
+def default_parallel() -> int:
+    """``CORRAL_NUM_PARALLEL`` (sequences a loaded model serves at once), else 4."""
+    text = os.environ.get("CORRAL_NUM_PARALLEL", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_NUM_PARALLEL
 
 
 # -- options -------------------------------------------------------------------------------
@@ -139,10 +162,18 @@ class Resolved:
     load: LoadSpec
     sampling: Sampling
     options: dict[str, Any]  # the merged, typed options (for reference and tests)
+    # True when the model's PARAMETER num_parallel set load.n_parallel: then it is not
+    # lowered to fit the memory budget.
+    parallel_explicit: bool = False
 
 
 def _extra(options: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    value = options.get("num_parallel")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise OptionError('option "num_parallel" must be of type integer')
+        out["num_parallel"] = int(value)
     value = options.get("mirostat")
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -162,7 +193,8 @@ def _check(options: Mapping[str, Any] | None) -> dict[str, Any]:
     if not options:
         return {}
     extra = _extra(options)
-    rest = {k: v for k, v in options.items() if k not in extra and k not in ("mirostat", *_EXTRA_FLOAT)}
+    rest = {k: v for k, v in options.items()
+            if k not in extra and k not in ("mirostat", "num_parallel", *_EXTRA_FLOAT)}
     typed: dict[str, Any] = validate_options(rest)
     typed.update(extra)
     return typed
@@ -181,6 +213,8 @@ def resolve_options(
     merged.update({"mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1})
     params = _check(model_params)
     request = _check(request_options)
+    # num_parallel is a model setting (PARAMETER num_parallel), not a request option.
+    request.pop("num_parallel", None)
     merged.update(params)
     merged.update(request)
 
@@ -197,6 +231,8 @@ def resolve_options(
     num_batch = max(1, min(num_batch, num_ctx))
     threads = int(merged["num_thread"]) if int(merged["num_thread"]) > 0 else default_threads()
     use_mmap = merged.get("use_mmap")
+    parallel_explicit = int(params.get("num_parallel", 0)) > 0
+    n_parallel = int(params["num_parallel"]) if parallel_explicit else default_parallel()
     load = LoadSpec(
         model_path=model_path,
         n_ctx=max(num_ctx, 8),
@@ -204,6 +240,7 @@ def resolve_options(
         n_threads=threads,
         use_mmap=True if use_mmap is None else bool(use_mmap),
         embedding=embedding_only,
+        n_parallel=max(1, n_parallel),
     )
     sampling = Sampling(
         num_predict=int(merged["num_predict"]),
@@ -223,4 +260,4 @@ def resolve_options(
         mirostat_eta=float(merged["mirostat_eta"]),
         stop=tuple(str(s) for s in merged.get("stop") or ()),
     )
-    return Resolved(load=load, sampling=sampling, options=merged)
+    return Resolved(load=load, sampling=sampling, options=merged, parallel_explicit=parallel_explicit)
