@@ -8,7 +8,16 @@ import os
 
 from aiohttp import web
 
-from api.middleware import errors, host_check, mutation_guard, path_guard
+from api.middleware import (
+    content_type_guard,
+    cors,
+    cors_headers,
+    errors,
+    host_check,
+    mutation_guard,
+    path_guard,
+)
+from api.origins import OriginPolicy, host_name
 from api.routes import blobs, create, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
@@ -20,11 +29,14 @@ log = logging.getLogger("corral")
 
 
 def create_app(settings: Settings) -> web.Application:
+    hosts = _local_names(settings)
     app = web.Application(
-        middlewares=[registry_guard, path_guard, host_check(settings.host, _registry_names(settings)),
+        middlewares=[registry_guard, path_guard, host_check(settings.host, hosts),
+                     cors(OriginPolicy(settings.origins), hosts), content_type_guard,
                      mutation_guard(settings.api_key), errors],
         client_max_size=32 * 1024 * 1024,
     )
+    app.on_response_prepare.append(cors_headers)
     store = Store(settings.models)
     app[STORE] = store
     app[SETTINGS] = settings
@@ -39,10 +51,11 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def _registry_names(settings: Settings) -> frozenset[str]:
-    """The registry host's name is a local name too (behind a proxy on this machine)."""
-    host = settings.registry_host or ""
-    return frozenset({host.rsplit(":", 1)[0].lower()} if host else set())
+def _local_names(settings: Settings) -> frozenset[str]:
+    """Host names besides the machine's own that clients on this machine may use: the
+    registry host (behind a proxy on this machine) and CORRAL_ALLOWED_HOSTS."""
+    names = [settings.registry_host or "", *settings.allowed_hosts]
+    return frozenset(host_name(n) for n in names if n and host_name(n))
 
 
 async def _prepare_store(app: web.Application) -> None:

@@ -1,0 +1,143 @@
+"""Issue 15: each test reproduces one attack on a running server and checks the refusal,
+and that nothing was changed or lost."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from api.app import create_app
+from api.settings import Settings
+from tests.servers import ThreadedServer, free_port
+
+EVIL = "http://evil.example.com"
+
+
+def _manifests(root: Path) -> dict[str, bytes]:
+    base = root / "manifests"
+    return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def _blobs(root: Path) -> set[str]:
+    return {p.name for p in (root / "blobs").iterdir()}
+
+
+class BoundServer(ThreadedServer):
+    """The app built for `settings` (e.g. configured for 0.0.0.0) but bound to loopback."""
+
+    def __init__(self, settings: Settings, bind: str = "127.0.0.1") -> None:
+        super().__init__(settings)
+        self.bind = bind
+        self.url = f"http://{bind}:{settings.port}"
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(create_app(self.settings), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.bind, self.settings.port).start()
+
+
+# --- item 1 -------------------------------------------------------------------------------
+
+
+def test_item01_cross_site_requests_cannot_manage_models(ollama_store: Path) -> None:
+    settings = Settings(models=ollama_store, host="127.0.0.1", port=free_port(),
+                        origins=("https://app.example.com", "chrome-extension://abc*"))
+    before, blobs = _manifests(ollama_store), _blobs(ollama_store)
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        copy = json.dumps({"source": "tiny", "destination": "evil.example.com/x/stolen"})
+        create = json.dumps({"model": "tiny", "from": "tiny", "system": "pwned"})
+        # The attack: browser "simple" requests (no preflight) from a foreign page.
+        for path, body in (("/api/copy", copy), ("/api/create", create), ("/api/push", '{"model":"tiny"}')):
+            for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
+                headers = {"Origin": EVIL}
+                if ctype:
+                    headers["Content-Type"] = ctype
+                r = c.post(path, content=body, headers=headers)
+                assert r.status_code == 403, (path, ctype, r.text)
+                assert "origin" in r.json()["error"]
+        r = c.request("DELETE", "/api/delete", content='{"model":"tiny"}',
+                      headers={"Origin": EVIL, "Content-Type": "text/plain"})
+        assert r.status_code == 403
+        # Even with JSON (which would have needed a preflight), a foreign origin is refused.
+        r = c.post("/api/copy", content=copy, headers={"Origin": EVIL, "Content-Type": "application/json"})
+        assert r.status_code == 403
+        # ... and so is reading or running models from it (ollama refuses any foreign origin).
+        assert c.get("/api/tags", headers={"Origin": EVIL}).status_code == 403
+        # Without a browser Origin, a state-changing JSON endpoint still needs JSON.
+        r = c.post("/api/copy", content=copy, headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415
+        assert "application/json" in r.json()["error"]
+        r = c.post("/api/blobs/sha256:" + "0" * 64, content=b"x", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415
+        # Preflights: a foreign origin gets no grant; local and configured ones do.
+        pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+        r = c.options("/api/copy", headers={"Origin": EVIL, **pre})
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+        for origin in ("http://localhost:3000", "https://app.example.com", "chrome-extension://abcdef",
+                       "tauri://localhost", "http://127.0.0.1"):
+            r = c.options("/api/chat", headers={"Origin": origin, **pre})
+            assert r.status_code == 204, origin
+            assert r.headers["access-control-allow-origin"] == origin
+            assert "POST" in r.headers["access-control-allow-methods"]
+            assert "content-type" in r.headers["access-control-allow-headers"].lower()
+        # A look-alike of an allowed origin is not allowed.
+        for origin in ("https://app.example.com.evil.example.com", "http://localhost.evil.example.com",
+                       "null"):
+            assert c.options("/api/chat", headers={"Origin": origin, **pre}).status_code == 403, origin
+        # An allowed origin is served, with the CORS header on the answer (streams too).
+        r = c.get("/api/tags", headers={"Origin": "http://localhost:8080"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:8080"
+        r = c.post("/api/pull", content='{"model":"tiny"}',
+                   headers={"Origin": srv.url, "Content-Type": "text/plain"})
+        assert r.status_code == 415  # a page of this server still needs JSON
+        assert _manifests(ollama_store) == before
+        assert _blobs(ollama_store) == blobs
+        # The official client (JSON, no Origin) still manages models.
+        r = c.post("/api/copy", json={"source": "tiny", "destination": "tiny-copy"})
+        assert r.status_code == 200
+        assert len(_manifests(ollama_store)) == len(before) + 1
+
+
+# --- item 2 -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wildcard_server(ollama_store: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BoundServer]:
+    monkeypatch.setenv("CORRAL_ALLOWED_HOSTS", "corral.lan.example,other.example:8080")
+    settings = Settings(models=ollama_store, host="0.0.0.0", port=free_port(),
+                        registry_host="registry.example.net:5000")
+    with BoundServer(settings) as srv:
+        yield srv
+
+
+def test_item02_dns_rebinding_is_refused_whatever_the_listen_address(
+    wildcard_server: BoundServer, ollama_store: Path
+) -> None:
+    import socket
+
+    before, blobs = _manifests(ollama_store), _blobs(ollama_store)
+    evil = {"Host": "rebind.evil.example.com"}
+    with httpx.Client(base_url=wildcard_server.url, timeout=30) as c:
+        assert c.get("/api/tags", headers=evil).status_code == 403
+        data = b"rebound"
+        from store.digest import Digest
+
+        r = c.post(f"/api/blobs/{Digest.of_bytes(data)}", content=data,
+                   headers={**evil, "Content-Type": "application/octet-stream"})
+        assert r.status_code == 403
+        r = c.request("DELETE", "/api/delete", json={"model": "tiny"}, headers=evil)
+        assert r.status_code == 403
+        r = c.post("/api/generate", json={"model": "tiny", "prompt": "hi"}, headers=evil)
+        assert r.status_code == 403
+        assert c.get("/v2/", headers=evil).status_code == 403
+        assert _manifests(ollama_store) == before and _blobs(ollama_store) == blobs
+        # The machine's own names, IP literals, the registry host and CORRAL_ALLOWED_HOSTS pass.
+        for host in ("localhost:1", "127.0.0.1", f"{socket.gethostname()}:11434", "registry.example.net:5000",
+                     "corral.lan.example", "other.example:9", "[::1]:5", "192.168.1.10:11434",
+                     "app.localhost"):
+            assert c.get("/api/tags", headers={"Host": host}).status_code == 200, host
