@@ -141,3 +141,39 @@ def test_item02_dns_rebinding_is_refused_whatever_the_listen_address(
                      "corral.lan.example", "other.example:9", "[::1]:5", "192.168.1.10:11434",
                      "app.localhost"):
             assert c.get("/api/tags", headers={"Host": host}).status_code == 200, host
+
+
+# --- item 4 -------------------------------------------------------------------------------
+
+
+def _segments(data: bytes, size: int = 61_440) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def test_item04_json_bodies_are_read_whole_up_to_the_limit(server: ThreadedServer) -> None:
+    from api.requests import MAX_JSON_BODY
+
+    def body_of(total: int) -> bytes:
+        head, tail = b'{"model": "tiny", "pad": "', b'"}'
+        return head + b"x" * (total - len(head) - len(tail)) + tail
+
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        for total in (128 * 1024, 512 * 1024, 4 * 1024 * 1024, MAX_JSON_BODY):
+            body = body_of(total)
+            # chunked, in many segments
+            r = c.post("/api/show", content=_segments(body), headers={"Content-Type": "application/json"})
+            assert r.status_code == 200, (total, r.text[:200])
+            assert r.json()["details"]["family"] == "llama"
+            # with a Content-Length, still in many segments
+            r = c.post("/api/show", content=_segments(body),
+                       headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
+            assert r.status_code == 200, (total, r.text[:200])
+        over = body_of(MAX_JSON_BODY + 1)
+        r = c.post("/api/show", content=_segments(over), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json() == {"error": "request body too large"}
+        # a long chat (many messages) reaches the handler whole: the model lookup answers
+        messages = [{"role": "user", "content": "y" * 1000}] * 600
+        r = c.post("/api/chat", content=_segments(json.dumps({"model": "missing", "messages": messages}).encode()),
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 404 and "not found" in r.json()["error"]
