@@ -177,3 +177,95 @@ def test_item04_json_bodies_are_read_whole_up_to_the_limit(server: ThreadedServe
         r = c.post("/api/chat", content=_segments(json.dumps({"model": "missing", "messages": messages}).encode()),
                    headers={"Content-Type": "application/json"})
         assert r.status_code == 404 and "not found" in r.json()["error"]
+
+
+# --- item 3 -------------------------------------------------------------------------------
+
+
+def big_array_gguf(n: int) -> bytes:
+    """The tiny model with two int64 arrays of `n` elements added to its header."""
+    import struct
+
+    import numpy as np
+
+    from store import gguf as gguf_reader
+    from tests.tinymodel import tiny_gguf_bytes
+
+    base = tiny_gguf_bytes()
+    g = gguf_reader.parse_gguf(base)
+    (n_kv,) = struct.unpack_from("<Q", base, 16)
+    values = (np.arange(n, dtype=np.int64) * 1_000_003).tobytes()
+    extra = b""
+    for key in (b"test.big_a", b"test.big_b"):
+        extra += struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 11, n) + values
+    head = base[:16] + struct.pack("<Q", n_kv + 2) + extra + base[24 : g.header_size]
+    return head + b"\0" * (-len(head) % g.alignment) + base[g.data_offset :]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from api.show import SHOW_ARRAY_LIMIT
+    from tests.conftest import CHATML, HOST
+    from tests.ollama_layout import write_model
+    from tests.servers import ServeProcess
+
+    n = 1 << 20
+    root = tmp_path / "models"
+    write_model(root, (HOST, "library", "big", "latest"), big_array_gguf(n), template=CHATML)
+    before = _manifests(root)
+    with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        assert srv.proc is not None
+        base_rss = _peak_rss_mib(srv.proc.pid)
+        r = c.post("/api/show", json={"model": "big"})
+        assert r.status_code == 200
+        assert r.json()["model_info"]["test.big_a"] is None  # non-verbose: arrays are null
+        t0 = time.monotonic()
+        for _ in range(5):  # parsed once, then served from what was kept
+            assert c.post("/api/show", json={"model": "big"}).status_code == 200
+        assert (time.monotonic() - t0) / 5 < 0.5
+
+        stalls: list[float] = []
+        done = threading.Event()
+
+        def ping() -> None:
+            with httpx.Client(base_url=srv.url, timeout=60) as p:
+                while not done.is_set():
+                    t = time.monotonic()
+                    p.get("/api/version")
+                    stalls.append(time.monotonic() - t)
+                    time.sleep(0.02)
+
+        results: list[httpx.Response] = []
+
+        def verbose() -> None:
+            with httpx.Client(base_url=srv.url, timeout=120) as v:
+                results.append(v.post("/api/show", json={"model": "big", "verbose": True}))
+
+        pinger = threading.Thread(target=ping)
+        pinger.start()
+        shows = [threading.Thread(target=verbose) for _ in range(5)]
+        for t in shows:
+            t.start()
+        for t in shows:
+            t.join()
+        done.set()
+        pinger.join()
+        assert [r.status_code for r in results] == [200] * 5
+        info = results[0].json()["model_info"]
+        assert len(info["test.big_a"]) == SHOW_ARRAY_LIMIT < n  # verbose arrays are cut
+        assert info["test.big_b"][:3] == [0, 1_000_003, 2_000_006]
+        assert max(stalls) < 1.0, max(stalls)  # the event loop kept answering
+        grown = _peak_rss_mib(srv.proc.pid) - base_rss
+        assert grown < 450, f"peak RSS grew by {grown:.0f} MiB"
+        assert c.get("/api/version").status_code == 200
+    assert _manifests(root) == before
