@@ -25,6 +25,8 @@ from store.options import DEFAULT_NUM_CTX, OptionError, default_options, validat
 
 __all__ = [
     "FOREVER",
+    "MAX_DURATION_S",
+    "clamp_keep_alive",
     "KeepAliveError",
     "OptionError",
     "Resolved",
@@ -42,6 +44,15 @@ DEFAULT_KEEP_ALIVE = 300.0
 # ollama dropped mirostat from its options in v0.7 but clients still send it; llama.cpp
 # still has the samplers, so corral accepts and applies them at request time.
 _EXTRA_FLOAT = ("mirostat_tau", "mirostat_eta")
+
+
+# The longest Go time.Duration, in seconds: ollama treats anything longer as forever.
+MAX_DURATION_S = (2**63 - 1) / 1e9
+
+
+def clamp_keep_alive(seconds: float) -> float:
+    """FOREVER for negative or longer-than-Go-can-hold durations, else `seconds`."""
+    return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
 
 class KeepAliveError(ValueError):
@@ -98,7 +109,7 @@ def parse_keep_alive(value: Any) -> float | None:
         raise KeepAliveError(f"Unsupported type: '{type(value).__name__}'")
     if math.isnan(seconds):
         raise KeepAliveError("keep_alive must be a number of seconds or a duration")
-    return FOREVER if seconds < 0 else seconds
+    return clamp_keep_alive(seconds)
 
 
 def default_keep_alive() -> float:
@@ -114,7 +125,7 @@ def default_keep_alive() -> float:
             seconds = float(int(text))
         except ValueError:
             return DEFAULT_KEEP_ALIVE
-    return FOREVER if seconds < 0 else seconds
+    return DEFAULT_KEEP_ALIVE if math.isnan(seconds) else clamp_keep_alive(seconds)
 
 
 def default_num_ctx() -> int:

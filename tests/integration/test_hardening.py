@@ -269,3 +269,31 @@ def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path)
         assert grown < 450, f"peak RSS grew by {grown:.0f} MiB"
         assert c.get("/api/version").status_code == 200
     assert _manifests(root) == before
+
+
+# --- item 5 -------------------------------------------------------------------------------
+
+
+def test_item05_huge_keep_alive_means_forever_and_never_hangs_the_queue(server: ThreadedServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def generate(keep_alive: object) -> httpx.Response:
+        return httpx.post(server.url + "/api/generate", timeout=120, json={
+            "model": "tiny", "prompt": "hi", "stream": False, "keep_alive": keep_alive,
+            "options": {"num_predict": 2, "temperature": 0}})
+
+    huge = [1e12, 1e308, "999999999999h", 2**70, "2562047h47m16.854775808s"]
+    for value in huge:
+        r = generate(value)
+        assert r.status_code == 200, (value, r.text)
+        ps = httpx.get(server.url + "/api/ps").json()["models"]
+        assert len(ps) == 1 and int(ps[0]["expires_at"][:4]) > 2200, (value, ps)
+    # Several requests queued behind one another, all with huge values: none hangs.
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(generate, huge + [1e300]))
+    assert [r.status_code for r in results] == [200] * 6
+    # The model is still loaded, and a normal keep_alive still works afterwards.
+    assert generate("5m").status_code == 200
+    ps = httpx.get(server.url + "/api/ps").json()["models"]
+    assert len(ps) == 1 and int(ps[0]["expires_at"][:4]) < 2200
+    assert generate("-1s").status_code == 200 and generate("x").status_code == 400
