@@ -297,3 +297,62 @@ def test_item05_huge_keep_alive_means_forever_and_never_hangs_the_queue(server: 
     ps = httpx.get(server.url + "/api/ps").json()["models"]
     assert len(ps) == 1 and int(ps[0]["expires_at"][:4]) < 2200
     assert generate("-1s").status_code == 200 and generate("x").status_code == 400
+
+
+# --- item 6 -------------------------------------------------------------------------------
+
+NESTED_LOOPS = ("{% for a in messages %}{% for b in messages %}{% for c in messages %}"
+                "{% endfor %}{% endfor %}{% endfor %}{{ messages[-1].content }}")
+
+
+def test_item06_jinja_sandbox_limits_time_and_memory(tmp_path: Path) -> None:
+    import time
+    import tracemalloc
+
+    from runtime.prompt import JinjaLimits, JinjaRenderer, PromptError
+    from tests.conftest import HOST
+    from tests.ollama_layout import write_model
+    from tests.tinymodel import tiny_gguf_bytes
+
+    msgs = [{"role": "user", "content": "x"}] * 1001
+    limits = JinjaLimits(max_seconds=1.0)
+    allocating = {
+        "format width": "{{ '{:>3000000000}'.format(1) }}",
+        "format width argument": "{{ '{:>{}}'.format(1, 3000000000) }}",
+        "percent width": "{{ '%999999999s'|format(1) }}",
+        "indent": "{{ (messages|map(attribute='content')|join('\\n'))|indent(1000000) }}",
+        "center": "{{ 'a'|center(1000000) * 8 }}",
+        "str.center": "{{ 'a'.center(999999) ~ 'a'.ljust(999999) ~ ('a'.rjust(999999) * 5) }}",
+        "replace": "{{ (messages|string)|replace('', 'y' * 1000) }}",
+        "join": "{{ messages|join('z' * 100000) }}",
+        "repeat": "{{ 'abc' * 100000000 }}",
+    }
+    for what, source in allocating.items():
+        tracemalloc.start()
+        t0 = time.monotonic()
+        with pytest.raises(PromptError, match="limit"):
+            JinjaRenderer(source, limits=limits).render(msgs, None, None)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 32 * 2**20, (what, peak)
+        assert time.monotonic() - t0 < 1.0, what
+    # Loops that call nothing are stopped at the time limit, not after 10^9 iterations.
+    for source in (NESTED_LOOPS, "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"):
+        t0 = time.monotonic()
+        with pytest.raises(PromptError, match="too long"):
+            JinjaRenderer(source, limits=limits).render(msgs, None, None)
+        assert time.monotonic() - t0 < 3.0
+    # An ordinary template still renders.
+    ok = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+    assert JinjaRenderer(ok).render(msgs[:3], None, None) == "<user>x" * 3
+
+    # The attack end to end: a model whose GGUF carries the loop template, run by /api/chat.
+    root = tmp_path / "models"
+    write_model(root, (HOST, "library", "loops", "latest"), tiny_gguf_bytes(chat_template=NESTED_LOOPS))
+    settings = Settings(models=root, host="127.0.0.1", port=free_port())
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        t0 = time.monotonic()
+        r = c.post("/api/chat", json={"model": "loops", "messages": msgs, "stream": False})
+        assert r.status_code >= 400 and "too long" in r.json()["error"]
+        assert time.monotonic() - t0 < 8.0
+        assert c.get("/api/version").status_code == 200
