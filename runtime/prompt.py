@@ -561,19 +561,42 @@ def chat_prompt(
 
     Without `count_tokens` nothing is dropped. A prompt with no more bytes than
     `num_ctx` cannot have more tokens than that, so it is not counted at all.
+
+    ollama tries dropping one more message at a time, rendering the prompt again each
+    time (quadratic in the number of messages). The prompt only shrinks as messages are
+    dropped, so the first index that fits is found by bisection instead: O(log n)
+    renders and counts, each linear in the conversation.
     """
     msgs = [dict(m) for m in messages]
     last = len(msgs) - 1
     if count_tokens is None or last < 0:
         return renderer.render(msgs, tools, think), 0
-    for i in range(last + 1):
-        system = [m for m in msgs[:i] if m.get("role") == "system"]
-        prompt = renderer.render(system + msgs[i:], tools, think)
-        if len(prompt.encode("utf-8")) <= num_ctx or count_tokens(prompt) <= num_ctx or i == last:
-            if i:
-                log.debug("truncated %d messages to fit num_ctx=%d", i, num_ctx)
-            return prompt, i
-    raise AssertionError("unreachable")
+    # Where the system messages are: those before the first message kept are kept too.
+    system_at = [i for i, m in enumerate(msgs) if m.get("role") == "system"]
+
+    def render_from(i: int) -> str:
+        kept = [msgs[j] for j in system_at if j < i]
+        return renderer.render(kept + msgs[i:], tools, think)
+
+    def fits(prompt: str) -> bool:
+        return len(prompt.encode("utf-8")) <= num_ctx or count_tokens(prompt) <= num_ctx
+
+    prompt = render_from(0)
+    if last == 0 or fits(prompt):
+        return prompt, 0
+    lo, hi = 1, last  # the answer is in [lo, hi]; keeping only the last message always "fits"
+    found: tuple[str, int] | None = None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        candidate = render_from(mid)
+        if fits(candidate):
+            hi, found = mid, (candidate, mid)
+        else:
+            lo = mid + 1
+    if found is None or found[1] != lo:
+        found = (render_from(lo), lo)
+    log.debug("truncated %d messages to fit num_ctx=%d", lo, num_ctx)
+    return found
 
 
 def copy_messages(messages: Sequence[Mapping[str, Any]]) -> list[Message]:

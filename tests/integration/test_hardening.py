@@ -356,3 +356,64 @@ def test_item06_jinja_sandbox_limits_time_and_memory(tmp_path: Path) -> None:
         assert r.status_code >= 400 and "too long" in r.json()["error"]
         assert time.monotonic() - t0 < 8.0
         assert c.get("/api/version").status_code == 200
+
+
+# --- item 7 -------------------------------------------------------------------------------
+
+
+def test_item07_chat_truncation_and_tool_call_parsing_are_linear(server: ThreadedServer) -> None:
+    import math
+    import time
+
+    from runtime.prompt import GoRenderer, chat_prompt
+    from runtime.tools import ToolParser
+    from tests.conftest import CHATML
+
+    # Truncation: bisection, not one render per dropped message.
+    class Counting(GoRenderer):
+        renders = 0
+
+        def render(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            Counting.renders += 1
+            return super().render(*args, **kwargs)
+
+    msgs = [{"role": "system", "content": "sys"}] + [
+        {"role": "user" if i % 2 else "assistant", "content": f"message {i} " * 5} for i in range(1500)]
+    renderer = Counting(CHATML)
+    prompt, first = chat_prompt(renderer, msgs, num_ctx=8, count_tokens=lambda p: len(p) // 4)
+    assert first == len(msgs) - 1 and prompt.startswith("<|im_start|>system\nsys")
+    assert Counting.renders <= 2 * math.ceil(math.log2(len(msgs))) + 2
+    # Same answer as dropping one message at a time, for every budget.
+    for num_ctx in (8, 500, 2000, 7000, 10**6):
+        Counting.renders = 0
+        got = chat_prompt(renderer, msgs[:300], num_ctx=num_ctx, count_tokens=lambda p: len(p) // 4)
+        want = next(
+            (renderer.render([m for m in msgs[:i] if m["role"] == "system"] + msgs[i:300], None, None), i)
+            for i in range(300)
+            if len(renderer.render([m for m in msgs[:i] if m["role"] == "system"] + msgs[i:300], None, None)) // 4
+            <= num_ctx or i == 299)
+        assert got == want, num_ctx
+    # End to end: 1,500 messages with num_ctx 8 no longer hold the model for minutes.
+    t0 = time.monotonic()
+    r = httpx.post(server.url + "/api/chat", timeout=120, json={
+        "model": "tiny", "messages": msgs[1:], "stream": False,
+        "options": {"num_ctx": 8, "num_predict": 1}})
+    assert r.status_code in (200, 500), r.text  # a prompt longer than num_ctx may be refused
+    assert time.monotonic() - t0 < 20
+
+    # Tool calls: 8k tokens after the tag cost linear time, on the event loop or not.
+    parser = ToolParser([{"function": {"name": "get_weather"}}], "<tool_call>")
+    tokens = ["<tool_call>", '{"name": "get_weather", "arguments": {"city": "'] + ["abc "] * 8000 + ['"}}']
+    t0 = time.monotonic()
+    calls: list[dict] = []
+    for tok in tokens:
+        found, _ = parser.add(tok)
+        calls += found
+    assert time.monotonic() - t0 < 0.5
+    assert len(calls) == 1 and calls[0]["function"]["arguments"]["city"] == "abc " * 8000
+    # ... and so does text that never closes an object.
+    parser = ToolParser([{"function": {"name": "f"}}], "{")
+    t0 = time.monotonic()
+    for tok in ["{"] + ['"a": "x{y}\\\\"'] * 8000:
+        parser.add(tok)
+    assert time.monotonic() - t0 < 0.5
