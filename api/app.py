@@ -33,7 +33,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[registry_guard, path_guard, host_check(settings.host, hosts),
                      cors(OriginPolicy(settings.origins), hosts), content_type_guard,
-                     mutation_guard(settings.api_key), errors],
+                     mutation_guard(settings.api_key, settings.private), errors],
         client_max_size=32 * 1024 * 1024,
     )
     app.on_response_prepare.append(cors_headers)

@@ -181,22 +181,35 @@ def _peer_is_loopback(request: web.Request) -> bool:
         return False  # unix sockets and unknown peers are treated as remote
 
 
-def mutation_guard(api_key: str | None) -> Callable[..., object]:
+# Open to anyone even on a private server: liveness and the version.
+_PUBLIC = frozenset({("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version")})
+
+
+def _is_model_read(method: str, path: str) -> bool:
+    """Listing, showing and running models (everything on /api and /v1 but the version)."""
+    return (method, path) not in _PUBLIC and (path.startswith(("/api/", "/v1/")) or path in ("/api", "/v1"))
+
+
+def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., object]:
     """With `api_key` set, model management needs `Authorization: Bearer <key>` (what the
     official clients send from OLLAMA_API_KEY); without one, it is served to loopback
-    peers only."""
+    peers only. With `private` (--private), reading and running models is guarded the
+    same way, so the private registry's models are not served to anonymous callers
+    through /api or /v1 either."""
     expected = f"Bearer {api_key}".encode() if api_key else None
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _is_mutation(request.method, request.path):
+        guarded = _is_mutation(request.method, request.path) or (
+            private and _is_model_read(request.method, request.path))
+        if guarded:
             if expected is not None:
                 given = request.headers.get("Authorization", "").encode()
                 if not hmac.compare_digest(given, expected):
-                    return error_response(401, "unauthorized: model management needs the server's API key")
+                    return error_response(401, "unauthorized: this endpoint needs the server's API key")
             elif not _peer_is_loopback(request):
                 return error_response(
-                    403, "model management is only served to this machine; set CORRAL_API_KEY "
+                    403, "this endpoint is only served to this machine; set CORRAL_API_KEY "
                     "on the server to allow it from elsewhere")
         return await handler(request)
 

@@ -417,3 +417,193 @@ def test_item07_chat_truncation_and_tool_call_parsing_are_linear(server: Threade
     for tok in ["{"] + ['"a": "x{y}\\\\"'] * 8000:
         parser.add(tok)
     assert time.monotonic() - t0 < 0.5
+
+
+# --- item 8 -------------------------------------------------------------------------------
+
+
+def _layer_digest(root: Path, name: str) -> str:
+    raw = next(v for k, v in _manifests(root).items() if k.endswith(name))
+    return json.loads(raw)["layers"][0]["digest"]
+
+
+def test_item08_registry_serves_a_blob_only_through_a_repository_that_owns_it(ollama_store: Path) -> None:
+    settings = Settings(models=ollama_store, host="127.0.0.1", port=free_port(), anonymous_push=True)
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        host = f"127.0.0.1:{settings.port}"
+        local_only = _layer_digest(ollama_store, "library/tiny/latest")  # never pushed anywhere
+        for repo in ("library/does-not-exist", "library/tiny", "alice/mario", "tiny"):
+            for method in ("GET", "HEAD"):
+                r = c.request(method, f"/v2/{repo}/blobs/{local_only}", headers={"Range": "bytes=0-99"})
+                assert r.status_code == 404, (repo, method)
+        # Knowing the digest does not let a pusher reference it from its own repository.
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                               "digest": local_only, "size": 1},
+                    "layers": []}
+        r = c.put("/v2/mallory/steal/manifests/v1", content=json.dumps(manifest),
+                  headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+        assert c.get(f"/v2/mallory/steal/blobs/{local_only}").status_code == 404
+        # Mounting it needs a source repository that owns it: none does.
+        r = c.post("/v2/mallory/steal/blobs/uploads/", params={"mount": local_only, "from": "library/tiny"})
+        assert r.status_code == 202
+        # Published under the registry host, it is readable through that repository only.
+        assert c.post("/api/copy", json={"source": "tiny", "destination": f"{host}/alice/pub:v1"}).status_code == 200
+        assert c.get(f"/v2/alice/pub/blobs/{local_only}").status_code == 200
+        assert c.get(f"/v2/bob/other/blobs/{local_only}").status_code == 404
+    assert not any(k.startswith(f"127.0.0.1:{settings.port}/mallory") for k in _manifests(ollama_store))
+
+
+async def test_item08_private_covers_api_reads_and_inference(ollama_store: Path) -> None:
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    def remote(method: str, path: str, headers: dict[str, str] | None = None) -> web.Request:
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None: (
+            ("203.0.113.9", 50000) if name == "peername" else default)
+        return make_mocked_request(method, path, app=app, transport=transport,
+                                   headers={"Host": "corral.example.com", **(headers or {})})
+
+    def app_of(settings: Settings) -> web.Application:
+        built = create_app(settings)
+        built.freeze()  # what a runner does: middlewares are installed on freeze
+        return built
+
+    app = app_of(Settings(models=ollama_store, host="0.0.0.0", port=11434, private=True))
+    for method, path in (("GET", "/api/tags"), ("POST", "/api/show"), ("POST", "/api/chat"),
+                         ("POST", "/api/generate"), ("POST", "/api/embed"), ("GET", "/api/ps"),
+                         ("HEAD", "/api/blobs/sha256:" + "a" * 64), ("GET", "/v1/models"),
+                         ("POST", "/v1/chat/completions")):
+        resp = await app._handle(remote(method, path))
+        assert resp.status == 403, (method, path)
+    assert (await app._handle(remote("GET", "/api/version"))).status == 200
+    # Not private: reads stay open to the network, as before.
+    app = app_of(Settings(models=ollama_store, host="0.0.0.0", port=11434))
+    assert (await app._handle(remote("GET", "/api/tags"))).status == 200
+    # With a key, a caller that has it is served.
+    app = app_of(Settings(models=ollama_store, host="0.0.0.0", port=11434, private=True, api_key="k"))
+    assert (await app._handle(remote("GET", "/api/tags"))).status == 401
+    assert (await app._handle(remote("GET", "/api/tags", {"Authorization": "Bearer k"}))).status == 200
+
+
+# --- items 9 and 13: two pushers with their own namespaces ----------------------------------
+
+
+def _token(srv: ThreadedServer, key: object, scope: str) -> str:
+    """A token from the server's token endpoint, asked for as ollama asks (signed)."""
+    import base64
+    import secrets
+    import time
+
+    from registry.auth import parse_challenge
+    from tests.ollama_go_client import EMPTY_BODY_B64, ssh_wire_b64
+    from tests.registry_support import go_client
+
+    host = srv.url.split("//", 1)[1]
+    client = go_client(Path("/nonexistent"), key)
+    challenge = parse_challenge(f'Bearer realm="http://{host}/v2/token",service="{host}",scope="{scope}"')
+    url = client.token_url(challenge, int(time.time()), secrets.token_urlsafe(16))
+    sig = base64.b64encode(key.sign(f"GET,{url},{EMPTY_BODY_B64}".encode())).decode()  # type: ignore[attr-defined]
+    r = httpx.get(url, headers={"Authorization": f"{ssh_wire_b64(key)}:{sig}"})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+@pytest.fixture
+def two_pushers(tmp_path: Path) -> Iterator[tuple[ThreadedServer, object, object, Path]]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.registry_support import authorized_keys, registry
+
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"), (bob, "bob"))
+    with registry(tmp_path / "models", authorized_keys=keys) as srv:
+        yield srv, alice, bob, keys
+
+
+def _upload(c: httpx.Client, repo: str, data: bytes, token: str) -> str:
+    from store.digest import Digest
+
+    d = str(Digest.of_bytes(data))
+    r = c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": d}, content=data,
+               headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.text
+    return d
+
+
+def _manifest_for(config: str, layer: str, config_size: int, layer_size: int) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config,
+                   "size": config_size},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": layer, "size": layer_size}],
+    }).encode()
+
+
+def test_item09_blob_delete_only_through_a_repository_that_owns_it(two_pushers, tmp_path: Path) -> None:
+    import os
+
+    srv, alice, bob, _ = two_pushers
+    a_tok = _token(srv, alice, "repository:alice/mario:pull,push")
+    b_tok = _token(srv, bob, "repository:bob/x:pull,push,delete")
+    layer, config = os.urandom(4096), b'{"model_format":"gguf"}'
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        d_layer = _upload(c, "alice/mario", layer, a_tok)
+        d_config = _upload(c, "alice/mario", config, a_tok)
+        blob_file = tmp_path / "models" / "blobs" / d_layer.replace(":", "-")
+        # The attack: bob deletes alice's fresh, not yet referenced layer through his repo.
+        bearer = {"Authorization": f"Bearer {b_tok}"}
+        r = c.delete(f"/v2/bob/x/blobs/{d_layer}", headers=bearer)
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+        # ... or through alice's repository, where he has no rights.
+        assert c.delete(f"/v2/alice/mario/blobs/{d_layer}", headers=bearer).status_code == 401
+        assert blob_file.read_bytes() == layer
+        # Bob uploading the same bytes and deleting them through his repo removes only his link.
+        _upload(c, "bob/x", layer, b_tok)
+        assert c.delete(f"/v2/bob/x/blobs/{d_layer}", headers=bearer).status_code == 202
+        assert c.head(f"/v2/bob/x/blobs/{d_layer}").status_code == 404
+        assert blob_file.read_bytes() == layer
+        # Alice's manifest still goes in; nothing of hers was lost.
+        r = c.put("/v2/alice/mario/manifests/v1", content=_manifest_for(d_config, d_layer, len(config), len(layer)),
+                  headers={"Authorization": f"Bearer {a_tok}",
+                           "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert r.status_code == 201, r.text
+        assert c.get(f"/v2/alice/mario/blobs/{d_layer}").content == layer
+        # An owner deleting its own unreferenced blob still can (nobody else holds it).
+        solo = _upload(c, "bob/x", b"bob's own", b_tok)
+        assert c.delete(f"/v2/bob/x/blobs/{solo}", headers=bearer).status_code == 202
+        assert not (tmp_path / "models" / "blobs" / solo.replace(":", "-")).exists()
+
+
+def test_item13_removing_a_key_revokes_its_tokens_at_once(two_pushers, tmp_path: Path) -> None:
+    import os
+
+    from tests.registry_support import authorized_keys
+
+    srv, alice, bob, keys = two_pushers
+    b_tok = _token(srv, bob, "repository:bob/x:pull,push,delete")
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        bearer = {"Authorization": f"Bearer {b_tok}"}
+        _upload(c, "bob/x", b"before", b_tok)
+        # The key is removed from the file: its still-valid token is refused at once.
+        authorized_keys(keys, (alice, "alice"))
+        st = os.stat(keys)
+        os.utime(keys, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        from store.digest import Digest
+
+        r = c.post("/v2/bob/x/blobs/uploads/", params={"digest": str(Digest.of_bytes(b"after"))},
+                   content=b"after", headers=bearer)
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+        assert c.delete(f"/v2/bob/x/blobs/{Digest.of_bytes(b'before')}", headers=bearer).status_code == 401
+        assert not (tmp_path / "models" / "blobs" / Digest.of_bytes(b"after").filename).exists()
+        # Narrowing a key's namespaces revokes the rest just as fast.
+        authorized_keys(keys, (alice, "alice"), (bob, "carol"))
+        os.utime(keys, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        assert c.post("/v2/bob/x/blobs/uploads/", headers=bearer).status_code == 401
+        # Put back, the same token works again (it had not expired).
+        authorized_keys(keys, (alice, "alice"), (bob, "bob"))
+        os.utime(keys, ns=(st.st_atime_ns, st.st_mtime_ns + 3_000_000_000))
+        assert c.post("/v2/bob/x/blobs/uploads/", headers=bearer).status_code == 202
