@@ -18,6 +18,7 @@ from api.middleware import (
     path_guard,
 )
 from api.origins import OriginPolicy, host_name
+from api.resources import header_timeout, install_repeat_filter, raise_nofile
 from api.routes import blobs, create, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
@@ -76,6 +77,16 @@ async def _prepare_store(app: web.Application) -> None:
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_repeat_filter()
+    before, after = raise_nofile()
+    if after != before:
+        log.info("raised the open-file limit from %d to %d", before, after)
+    elif after < 4096:
+        log.warning("the open-file limit is %d (the hard limit); raise it (ulimit -Hn) to serve "
+                    "many connections", after)
     app = create_app(settings)
     log.info("corral listening on %s:%d, models in %s", settings.host, settings.port, settings.models)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    # keepalive_timeout also bounds how long a connection may take to send a request head
+    # (aiohttp closes a connection with no complete request after it): no slowloris.
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
+                keepalive_timeout=header_timeout())

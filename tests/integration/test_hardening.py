@@ -607,3 +607,215 @@ def test_item13_removing_a_key_revokes_its_tokens_at_once(two_pushers, tmp_path:
         authorized_keys(keys, (alice, "alice"), (bob, "bob"))
         os.utime(keys, ns=(st.st_atime_ns, st.st_mtime_ns + 3_000_000_000))
         assert c.post("/v2/bob/x/blobs/uploads/", headers=bearer).status_code == 202
+
+
+# --- item 10 ------------------------------------------------------------------------------
+
+
+def _serve_limited(models: Path, port: int, nofile: int, log_path: Path, env: dict[str, str] | None = None):
+    """`corral serve` in a child process under `ulimit -n <nofile>` (soft and hard)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.servers import ROOT
+
+    cmd = (f"ulimit -n {nofile} && exec {sys.executable} -m api.cli serve --host 127.0.0.1 "
+           f"--port {port} --models {models}")
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=1):
+                return proc, log_file
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def _stop(proc, log_file) -> None:  # noqa: ANN001
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except Exception:  # noqa: BLE001
+        proc.kill()
+        proc.wait(10)
+    log_file.close()
+
+
+def test_item10_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    import resource
+    import subprocess
+    import sys
+
+    from api.resources import nofile_target
+    from tests.servers import ROOT
+
+    inf = resource.RLIM_INFINITY
+    assert nofile_target(1024, 524288, None) == 524288          # soft below hard: raise
+    assert nofile_target(1024, 1024, None) == 1024              # soft at hard: nothing to do
+    assert nofile_target(1024, inf, 1048576) == 1048576         # unlimited hard: nr_open caps
+    assert nofile_target(1024, inf, None) == 1 << 20
+    assert nofile_target(inf, inf, 4096) == 4096
+    probe = "from api.resources import raise_nofile; import resource; print(raise_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE))"
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != inf and hard > 300:  # the branch where there is room above the soft limit
+        out = subprocess.run(["bash", "-c", f"ulimit -Sn 256 && exec {sys.executable} -c '{probe}'"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        assert out.strip() == f"(256, {hard}) ({hard}, {hard})"
+    # The branch where soft already equals hard: nothing changes, nothing fails.
+    out = subprocess.run(["bash", "-c", f"ulimit -n 200 && exec {sys.executable} -c '{probe}'"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(200, 200) (200, 200)"
+
+
+@pytest.mark.slow
+def test_item10_slowloris_and_accept_failures_do_not_starve_or_flood(tmp_path: Path, ollama_store: Path) -> None:
+    import os
+    import resource
+    import socket
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # the attacker's own fds
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    proc, log_file = _serve_limited(ollama_store, port, 1024, log_path, {"CORRAL_HEADER_TIMEOUT": "6"})
+
+    def slow_client(_: int) -> socket.socket | None:
+        s = socket.socket()
+        s.settimeout(3)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.send(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end
+            return s
+        except OSError:
+            s.close()
+            return None
+
+    attackers: list[socket.socket] = []
+    try:
+        with ThreadPoolExecutor(64) as pool:  # more connections than the server has descriptors
+            attackers = [s for s in pool.map(slow_client, range(1100)) if s is not None]
+        peak_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        t0 = time.monotonic()
+        # Real requests get through within about one header timeout, not after 75 s.
+        with httpx.Client(timeout=60) as c:
+            for _ in range(3):
+                r = c.get(f"http://127.0.0.1:{port}/api/tags", headers={"Connection": "close"})
+                assert r.status_code == 200
+        assert time.monotonic() - t0 < 15
+        # The slow connections were closed by the server.
+        closed = 0
+        for s in attackers[:50]:
+            s.settimeout(10)
+            try:
+                closed += s.recv(1) == b""
+            except OSError:
+                closed += 1
+        assert closed == 50
+        # A request that takes longer than the header timeout (a throttled pull) is not cut.
+        from tests.fake_registry import FakeRegistry
+        from tests.registries import big_bytes, make_model
+
+        with FakeRegistry(throttle=40_000) as reg, httpx.Client(timeout=60) as c:
+            m = make_model(big_bytes(300_000, seed=3))
+            reg.add_model("alice/slow", "latest", m.blobs, m.manifest)
+            t1 = time.monotonic()
+            r = c.post(f"http://127.0.0.1:{port}/api/pull", json={"model": f"{reg.host}/alice/slow", "insecure": True})
+            assert r.status_code == 200 and r.text.splitlines()[-1] == '{"status":"success"}', r.text[-500:]
+            assert time.monotonic() - t1 > 6
+    finally:
+        for s in attackers:
+            s.close()
+        _stop(proc, log_file)
+    text = log_path.read_text(errors="replace")
+    assert peak_fds > 900, peak_fds  # the attack did exhaust the server's descriptors
+    assert len(text.splitlines()) < 500, text[-3000:]  # repeated accept() errors are not a flood
+
+
+def _many_layer_model(n: int) -> tuple[dict[str, bytes], bytes]:
+    import hashlib
+
+    blobs: dict[str, bytes] = {}
+    layers = []
+    for i in range(n):
+        data = f"layer {i}\n".encode()
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[d] = data
+        layers.append({"mediaType": "application/vnd.ollama.image.license", "digest": d, "size": len(data)})
+    config = b'{"model_format":"gguf"}'
+    cd = "sha256:" + hashlib.sha256(config).hexdigest()
+    blobs[cd] = config
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cd,
+                           "size": len(config)}, "layers": layers}
+    return blobs, json.dumps(manifest).encode()
+
+
+@pytest.mark.slow
+def test_item10_a_pull_of_thousands_of_layers_keeps_few_files_open(tmp_path: Path) -> None:
+    import os
+    import threading
+    import time
+
+    from registry.client.download import MAX_BLOBS_AT_ONCE
+    from tests.fake_registry import FakeRegistry
+
+    models = tmp_path / "models"
+    models.mkdir()
+    port = free_port()
+    proc, log_file = _serve_limited(models, port, 1024, tmp_path / "serve.log", {"CORRAL_DEFAULT_MODEL": "0"})
+    base_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    peak = [0]
+    partial_peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        blobs = models / "blobs"
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], len(os.listdir(f"/proc/{proc.pid}/fd")))
+                partial_peak[0] = max(partial_peak[0], sum(p.endswith("-partial") for p in os.listdir(blobs)))
+            except OSError:
+                pass
+            time.sleep(0.01)
+
+    try:
+        with FakeRegistry() as reg, httpx.Client(timeout=300) as c:
+            # The attack: 9,999 distinct layers. Refused before anything is opened or written.
+            blobs, manifest = _many_layer_model(9_999)
+            reg.add_model("rogue/many", "latest", blobs, manifest)
+            r = c.post(f"http://127.0.0.1:{port}/api/pull",
+                       json={"model": f"{reg.host}/rogue/many", "insecure": True, "stream": False})
+            assert r.status_code == 500 and "9999 layers" in r.json()["error"]
+            assert not reg.requests("GET", "/blobs/")
+            assert not (models / "blobs").exists() or not os.listdir(models / "blobs")
+            # Within the layer cap, blobs download a few at a time: few descriptors and few
+            # partial files however many layers there are.
+            blobs, manifest = _many_layer_model(60)
+            reg.add_model("rogue/some", "latest", blobs, manifest)
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                r = c.post(f"http://127.0.0.1:{port}/api/pull",
+                           json={"model": f"{reg.host}/rogue/some", "insecure": True, "stream": False})
+            finally:
+                done.set()
+                watcher.join()
+            assert r.status_code == 200 and r.json() == {"status": "success"}, r.text
+    finally:
+        _stop(proc, log_file)
+    assert partial_peak[0] <= MAX_BLOBS_AT_ONCE, partial_peak[0]
+    assert peak[0] - base_fds < 60, (base_fds, peak[0])
+    names = os.listdir(models / "blobs")
+    assert not [p for p in names if "partial" in p]
+    assert len([p for p in names if p.startswith("sha256-")]) == 61
