@@ -36,7 +36,8 @@ class BoundServer(ThreadedServer):
         self.url = f"http://{bind}:{settings.port}"
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(create_app(self.settings), access_log=None)
+        self.app = create_app(self.settings)
+        self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.bind, self.settings.port).start()
 
@@ -819,3 +820,52 @@ def test_item10_a_pull_of_thousands_of_layers_keeps_few_files_open(tmp_path: Pat
     names = os.listdir(models / "blobs")
     assert not [p for p in names if "partial" in p]
     assert len([p for p in names if p.startswith("sha256-")]) == 61
+
+
+# --- item 11 ------------------------------------------------------------------------------
+
+
+def test_item11_upload_sessions_are_capped_and_idle_ones_purged_within_minutes(tmp_path: Path) -> None:
+    import time
+
+    from registry.server import REGISTRY, RegistryConfig, purge
+    from registry.server.uploads import MAX_SESSIONS_PER_PEER, UPLOADS
+
+    assert RegistryConfig(host="h:1").upload_idle_s <= 15 * 60
+    assert RegistryConfig(host="h:1").purge_interval_s <= 60
+    models = tmp_path / "models"
+    settings = Settings(models=models, host="127.0.0.1", port=free_port(), anonymous_push=True)
+    with BoundServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        # The attack: one peer opening sessions as fast as it can.
+        statuses = [c.post("/v2/alice/m/blobs/uploads/").status_code for i in range(MAX_SESSIONS_PER_PEER + 20)]
+        assert statuses == [202] * MAX_SESSIONS_PER_PEER + [429] * 20
+        r = c.post("/v2/alice/x/blobs/uploads/")
+        assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS" and r.headers["retry-after"]
+        assert len(list((models / UPLOADS).iterdir())) == MAX_SESSIONS_PER_PEER
+        # Finishing or cancelling one frees a slot; a monolithic upload still works then.
+        sessions = sorted((models / UPLOADS).iterdir())
+        assert c.delete(f"/v2/alice/m/blobs/uploads/{sessions[0].name}").status_code == 204
+        from store.digest import Digest
+
+        data = b"still works"
+        r = c.post("/v2/alice/x/blobs/uploads/", params={"digest": str(Digest.of_bytes(data))}, content=data)
+        assert r.status_code == 201
+        assert c.post("/v2/alice/x/blobs/uploads/").status_code == 202
+        # Idle sessions go at the next purge once idle for the configured minutes.
+        state = srv.app[REGISTRY]
+        removed, _ = purge(state, now=time.time() + state.config.upload_idle_s + 1)
+        assert len(removed) == MAX_SESSIONS_PER_PEER
+        assert list((models / UPLOADS).iterdir()) == []
+        assert c.post("/v2/alice/x/blobs/uploads/").status_code == 202  # the slots are free again
+        assert (models / "blobs" / Digest.of_bytes(data).filename).read_bytes() == data
+
+    # One key from many peers is capped too.
+    from registry.server.uploads import TooManySessions, UploadSessions
+    from store.drivers import FilesystemDriver
+
+    sessions = UploadSessions(FilesystemDriver(tmp_path / "other"), 900, per_key=3, per_peer=100)
+    for i in range(3):
+        sessions.create("alice/m", "key-a", f"10.0.0.{i}")
+    with pytest.raises(TooManySessions):
+        sessions.create("alice/m", "key-a", "10.0.0.99")
+    sessions.create("alice/m", "key-b", "10.0.0.99")
