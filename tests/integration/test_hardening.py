@@ -869,3 +869,40 @@ def test_item11_upload_sessions_are_capped_and_idle_ones_purged_within_minutes(t
     with pytest.raises(TooManySessions):
         sessions.create("alice/m", "key-a", "10.0.0.99")
     sessions.create("alice/m", "key-b", "10.0.0.99")
+
+
+# --- item 14 ------------------------------------------------------------------------------
+
+
+def test_item14_create_refuses_non_relative_file_names_and_empty_ggufs(server: ThreadedServer, ollama_store: Path,
+                                                                      tiny_f16: bytes) -> None:
+    import struct
+
+    from store.digest import Digest
+
+    before = _manifests(ollama_store)
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        d = str(Digest.of_bytes(tiny_f16))
+        assert c.post(f"/api/blobs/{d}", content=tiny_f16).status_code in (200, 201)
+        for key in ("/etc/passwd", "../model.gguf", "a/../../b.gguf", "a//b.gguf", "a/", "./m.gguf",
+                    "dir/./m.gguf", "C:\\models\\m.gguf", "..\\m.gguf"):
+            for field in ("files", "adapters"):
+                body = {"model": "evil", "files": {"model.gguf": d}}
+                body[field] = {**body.get(field, {}), key: d}
+                r = c.post("/api/create", json=body)
+                assert r.status_code == 400, (field, key, r.text)
+                assert r.json()["error"].startswith("file path must be relative"), r.text
+        assert _manifests(ollama_store) == before
+        # A GGUF with no general.architecture and no tensors is not a model.
+        for empty in (b"GGUF" + struct.pack("<IQQ", 3, 0, 0),
+                      b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 4) + b"a.bc"
+                      + struct.pack("<II", 4, 7)):
+            e = str(Digest.of_bytes(empty))
+            assert c.post(f"/api/blobs/{e}", content=empty).status_code == 201
+            r = c.post("/api/create", json={"model": "empty", "files": {"model.gguf": e}, "stream": False})
+            assert r.status_code == 400 and "not a model" in r.json()["error"], r.text
+            assert not (ollama_store / "blobs" / Digest(e).filename).exists()
+        assert _manifests(ollama_store) == before
+        # Ordinary relative names still work.
+        r = c.post("/api/create", json={"model": "fine", "files": {"sub/dir/model.gguf": d}, "stream": False})
+        assert r.status_code == 200, r.text
