@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -189,6 +190,13 @@ def show_json(store: Store, name: ModelName, verbose: bool = False) -> bytes:
         return encode_json(build_show(store, name, verbose=True))
 
 
+def blob_ref(path: str) -> str:
+    """`@sha256:<hex>` for a blob path: where ollama prints the blob's absolute path, which
+    would tell any caller where the store lives (and whose home it is in). It is the form
+    a Modelfile sent to /api/create uses for a blob the server has."""
+    return "@" + os.path.basename(path).replace("-", ":", 1)
+
+
 def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResponse:
     model = store.get(name)
     config = store.config(model)
@@ -219,9 +227,9 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
 
     modelfile = show_modelfile(
         short_name=name.display_shortest(),
-        model_path=parts.model_path or name.display_shortest(),
-        adapters=parts.adapters,
-        projectors=parts.projectors,
+        model_path=blob_ref(parts.model_path) if parts.model_path else name.display_shortest(),
+        adapters=[blob_ref(p) for p in parts.adapters],
+        projectors=[blob_ref(p) for p in parts.projectors],
         template=parts.template,
         system=parts.system,
         parameters=parts.parameters,

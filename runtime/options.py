@@ -13,6 +13,7 @@ set per completion (a ``Sampling``).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 FOREVER = math.inf
+log = logging.getLogger("corral.options")
+
 DEFAULT_KEEP_ALIVE = 300.0
 
 # ollama dropped mirostat from its options in v0.7 but clients still send it; llama.cpp
@@ -142,6 +145,24 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_threads(threads: int) -> int:
+    """At most one llama.cpp thread per usable CPU: more only slows it down, and a huge
+    `num_thread` (2^63-1) would make llama.cpp try to start that many."""
+    cpus = usable_cpus()
+    if threads > cpus:
+        log.info("num_thread %d capped to the %d CPUs available", threads, cpus)
+        return cpus
+    return threads
+
+
 # -- options -------------------------------------------------------------------------------
 
 
@@ -206,7 +227,8 @@ def resolve_options(
         # Embedding models need the whole input in one batch (ollama's default too).
         num_batch = num_ctx
     num_batch = max(1, min(num_batch, num_ctx))
-    threads = int(merged["num_thread"]) if int(merged["num_thread"]) > 0 else default_threads()
+    # A request's or a model's num_thread is capped; the server's CORRAL_NUM_THREADS is not.
+    threads = cap_threads(int(merged["num_thread"])) if int(merged["num_thread"]) > 0 else default_threads()
     use_mmap = merged.get("use_mmap")
     load = LoadSpec(
         model_path=model_path,

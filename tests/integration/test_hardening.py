@@ -906,3 +906,85 @@ def test_item14_create_refuses_non_relative_file_names_and_empty_ggufs(server: T
         # Ordinary relative names still work.
         r = c.post("/api/create", json={"model": "fine", "files": {"sub/dir/model.gguf": d}, "stream": False})
         assert r.status_code == 200, r.text
+
+
+# --- item 15 ------------------------------------------------------------------------------
+
+
+def test_item15_threads_runner_env_create_uploads_show_paths_and_layer_sizes(
+    ollama_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_f16: bytes
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from runtime.options import resolve_options, usable_cpus
+    from runtime.runner.client import runner_env
+    from store.digest import Digest
+    from tests.servers import ROOT
+
+    # num_thread is capped to the CPUs this process may use.
+    huge = resolve_options({}, {"num_thread": 2**63 - 1}, model_path="m.gguf", train_ctx=None)
+    assert huge.load.n_threads == usable_cpus()
+    assert resolve_options({}, {"num_thread": 1}, model_path="m.gguf", train_ctx=None).load.n_threads == 1
+    # The runner child gets only what it needs.
+    env = runner_env({"PATH": "/bin", "CORRAL_API_KEY": "s", "CORRAL_KEY": "k", "AWS_SECRET_ACCESS_KEY": "x",
+                      "OLLAMA_API_KEY": "o", "GGML_NO_BACKTRACE": "1", "LC_ALL": "C", "HOME": "/root"})
+    assert env == {"PATH": "/bin", "GGML_NO_BACKTRACE": "1", "LC_ALL": "C", "HOME": "/root"}
+    monkeypatch.setenv("CORRAL_API_KEY", "secret-api-key")
+    settings = Settings(models=ollama_store, host="127.0.0.1", port=free_port())
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        r = c.post("/api/generate", json={"model": "tiny", "prompt": "hi", "stream": False,
+                                          "options": {"num_thread": 2**63 - 1, "num_predict": 2}})
+        assert r.status_code == 200, r.text
+        runners = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if int(stat[1]) == os.getpid() and b"runtime.runner" in cmd:
+                    runners.append(Path(f"/proc/{pid}/environ").read_bytes())
+        assert runners and all(b"CORRAL_API_KEY" not in e and b"secret-api-key" not in e for e in runners)
+        # /api/show tells nothing about where the store is.
+        for verbose in (False, True):
+            text = c.post("/api/show", json={"model": "tiny", "verbose": verbose}).text
+            assert str(ollama_store) not in text and "/blobs/" not in text
+        assert f"FROM @{Digest.of_bytes(tiny_f16)}" in c.post("/api/show", json={"model": "tiny"}).json()["modelfile"]
+        # `corral create` refuses to send a file that is not a model.
+        secret = tmp_path / "id_ed25519"
+        secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n")
+        (tmp_path / "Modelfile").write_text(f"FROM {secret}\n")
+        blobs_before = set(os.listdir(ollama_store / "blobs"))
+        out = subprocess.run([sys.executable, "-m", "api.cli", "create", "stolen", "-f", str(tmp_path / "Modelfile")],
+                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CORRAL_HOST": srv.url},
+                             timeout=60)
+        assert out.returncode != 0 and "not a GGUF" in out.stderr + out.stdout
+        assert set(os.listdir(ollama_store / "blobs")) == blobs_before
+        (tmp_path / "Modelfile").write_text("FROM ./ok.gguf\nADAPTER ./id_ed25519\n")
+        (tmp_path / "ok.gguf").write_bytes(tiny_f16)
+        out = subprocess.run([sys.executable, "-m", "api.cli", "create", "stolen", "-f", str(tmp_path / "Modelfile")],
+                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CORRAL_HOST": srv.url},
+                             timeout=60)
+        assert out.returncode != 0 and "ADAPTER" in out.stderr + out.stdout
+        assert set(os.listdir(ollama_store / "blobs")) == blobs_before
+    # A manifest whose layer size differs from its blob's is refused (registry and store).
+    reg_settings = Settings(models=ollama_store, host="127.0.0.1", port=free_port(), anonymous_push=True)
+    before = _manifests(ollama_store)
+    with ThreadedServer(reg_settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        layer, config = os.urandom(1000), b"{}"
+        for data in (layer, config):
+            d = str(Digest.of_bytes(data))
+            assert c.post("/v2/alice/m/blobs/uploads/", params={"digest": d}, content=data).status_code == 201
+        for lsize, csize in ((999, 2), (1000, 3), (10**12, 2)):
+            body = _manifest_for(str(Digest.of_bytes(config)), str(Digest.of_bytes(layer)), csize, lsize)
+            r = c.put("/v2/alice/m/manifests/v1", content=body,
+                      headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+            assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_INVALID", r.text
+            assert "bytes" in r.json()["errors"][0]["message"]
+        assert _manifests(ollama_store) == before
+        body = _manifest_for(str(Digest.of_bytes(config)), str(Digest.of_bytes(layer)), 2, 1000)
+        assert c.put("/v2/alice/m/manifests/v1", content=body,
+                     headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}).status_code == 201
