@@ -7,10 +7,15 @@ trained context length, and the shapes that size the KV cache.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 from store import gguf
+
+# Only the first elements of each header array are kept (the vocabulary, for the BOS/EOS
+# token texts, fits): a header with huge arrays costs bounded memory to read.
+_LIMITS = dataclasses.replace(gguf.DEFAULT_LIMITS, array_keep=1 << 19)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ def _token(g: gguf.GGUFFile, key: str) -> str:
 @functools.lru_cache(maxsize=32)
 def model_info(path: str) -> ModelInfo:
     """Read and validate the GGUF header at `path` (raises gguf.GGUFError / OSError)."""
-    g = gguf.read_gguf(path)
+    g = gguf.read_gguf(path, limits=_LIMITS)
     n_layer = g.get_int(g.arch_key("block_count")) or 0
     n_embd = g.get_int(g.arch_key("embedding_length")) or 0
     n_head = g.get_int(g.arch_key("attention.head_count")) or 1

@@ -13,6 +13,7 @@ set per completion (a ``Sampling``).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -25,6 +26,8 @@ from store.options import DEFAULT_NUM_CTX, OptionError, default_options, validat
 
 __all__ = [
     "FOREVER",
+    "MAX_DURATION_S",
+    "clamp_keep_alive",
     "KeepAliveError",
     "OptionError",
     "Resolved",
@@ -38,11 +41,22 @@ __all__ = [
 ]
 
 FOREVER = math.inf
+log = logging.getLogger("corral.options")
+
 DEFAULT_KEEP_ALIVE = 300.0
 
 # ollama dropped mirostat from its options in v0.7 but clients still send it; llama.cpp
 # still has the samplers, so corral accepts and applies them at request time.
 _EXTRA_FLOAT = ("mirostat_tau", "mirostat_eta")
+
+
+# The longest Go time.Duration, in seconds: ollama treats anything longer as forever.
+MAX_DURATION_S = (2**63 - 1) / 1e9
+
+
+def clamp_keep_alive(seconds: float) -> float:
+    """FOREVER for negative or longer-than-Go-can-hold durations, else `seconds`."""
+    return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
 
 class KeepAliveError(ValueError):
@@ -99,7 +113,7 @@ def parse_keep_alive(value: Any) -> float | None:
         raise KeepAliveError(f"Unsupported type: '{type(value).__name__}'")
     if math.isnan(seconds):
         raise KeepAliveError("keep_alive must be a number of seconds or a duration")
-    return FOREVER if seconds < 0 else seconds
+    return clamp_keep_alive(seconds)
 
 
 def default_keep_alive() -> float:
@@ -115,7 +129,7 @@ def default_keep_alive() -> float:
             seconds = float(int(text))
         except ValueError:
             return DEFAULT_KEEP_ALIVE
-    return FOREVER if seconds < 0 else seconds
+    return DEFAULT_KEEP_ALIVE if math.isnan(seconds) else clamp_keep_alive(seconds)
 
 
 def default_num_ctx() -> int:
@@ -152,6 +166,24 @@ def default_parallel() -> int:
     """``CORRAL_NUM_PARALLEL`` (sequences a loaded model serves at once), else 4."""
     text = os.environ.get("CORRAL_NUM_PARALLEL", "").strip()
     return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_NUM_PARALLEL
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_threads(threads: int) -> int:
+    """At most one llama.cpp thread per usable CPU: more only slows it down, and a huge
+    `num_thread` (2^63-1) would make llama.cpp try to start that many."""
+    cpus = usable_cpus()
+    if threads > cpus:
+        log.info("num_thread %d capped to the %d CPUs available", threads, cpus)
+        return cpus
+    return threads
 
 
 # -- options -------------------------------------------------------------------------------
@@ -229,7 +261,8 @@ def resolve_options(
         # Embedding models need the whole input in one batch (ollama's default too).
         num_batch = num_ctx
     num_batch = max(1, min(num_batch, num_ctx))
-    threads = int(merged["num_thread"]) if int(merged["num_thread"]) > 0 else default_threads()
+    # A request's or a model's num_thread is capped; the server's CORRAL_NUM_THREADS is not.
+    threads = cap_threads(int(merged["num_thread"])) if int(merged["num_thread"]) > 0 else default_threads()
     use_mmap = merged.get("use_mmap")
     parallel_explicit = int(params.get("num_parallel", 0)) > 0
     n_parallel = int(params["num_parallel"]) if parallel_explicit else default_parallel()

@@ -380,9 +380,14 @@ class Scheduler:
         waiter.future.set_result(slot.runner)
 
     def _release(self, slot: _Slot, runner: Runner, keep_alive: float | None) -> None:
+        try:
+            self._release_slot(slot, runner, keep_alive)
+        finally:
+            self._dispatch()  # whatever happened, the next waiter is never left hanging
+
+    def _release_slot(self, slot: _Slot, runner: Runner, keep_alive: float | None) -> None:
         if slot.runner is not runner:
-            self._dispatch()  # the runner died or was replaced meanwhile
-            return
+            return  # the runner died or was replaced meanwhile
         slot.active = max(0, slot.active - 1)
         slot.last_used = time.monotonic()
         duration = self.config.default_keep_alive if keep_alive is None else keep_alive
@@ -399,13 +404,12 @@ class Scheduler:
                 self._unload(slot)
         else:
             self._arm_timer(slot, duration)
-        self._dispatch()
 
     def _arm_timer(self, slot: _Slot, duration: float) -> None:
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
-        if math.isinf(duration):
+        if math.isinf(duration) or duration >= _FOREVER_DELTA.total_seconds():
             slot.expires_at = _now() + _FOREVER_DELTA
             return
         slot.expires_at = _now() + timedelta(seconds=duration)

@@ -154,7 +154,7 @@ async def resolve(request: web.Request, text: str, missing: str | None = None) -
     except ModelNotFound:
         raise not_found(missing or f"model '{text}' not found") from None
     except OSError as exc:
-        raise APIError(500, f"cannot read model '{text}': {exc}") from None
+        raise APIError(500, f"cannot read model '{text}': {exc.strerror or type(exc).__name__}") from None
 
 
 def keep_alive_of(value: Any) -> float | None:

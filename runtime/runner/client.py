@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,21 @@ from runtime.runner.protocol import MAX_LINE, CompleteSpec, LoadSpec, decode, en
 log = logging.getLogger("corral.runner")
 
 LOAD_TIMEOUT_S = float(os.environ.get("CORRAL_LOAD_TIMEOUT", "300"))
+
+# What a runner child inherits: the system's basics and the settings of llama.cpp, its
+# math libraries and accelerators. Nothing else (no CORRAL_API_KEY, no CORRAL_KEY, no
+# cloud credentials): the child parses untrusted model files.
+_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SYSTEMROOT",
+})
+_ENV_PREFIXES = ("LC_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "HSA_", "OMP_", "GOMP_",
+                 "KMP_", "OPENBLAS_", "MKL_", "VK_", "NVIDIA_", "ONEAPI_", "SYCL_")
+
+
+def runner_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of `environ` a runner child gets (see _ENV_NAMES and _ENV_PREFIXES)."""
+    return {k: v for k, v in environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
 STOP_TIMEOUT_S = 5.0
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -121,7 +136,7 @@ class Runner:
     async def start(cls, spec: LoadSpec, *, env: dict[str, str] | None = None) -> Runner:
         """Start a child and load `spec` into it; raise RunnerError if that fails."""
         parent_sock, child_sock = socket.socketpair()
-        child_env = dict(os.environ if env is None else env)
+        child_env = runner_env(os.environ if env is None else env)
         child_env.setdefault("GGML_NO_BACKTRACE", "1")
         # The child imports `runtime` by module name; make sure it finds this checkout.
         child_env["PYTHONPATH"] = os.pathsep.join(
