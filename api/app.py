@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 
 from aiohttp import web
 
@@ -61,8 +62,13 @@ async def _prepare_store(app: web.Application) -> None:
             )
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Run the server until interrupted; on `sockets` already listening when given (the CLI
+    binds them first, so a busy port fails before any startup work)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     log.info("corral listening on %s:%d, models in %s", settings.host, settings.port, settings.models)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    if sockets:
+        web.run_app(app, sock=sockets, print=None, access_log=None)
+    else:
+        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
