@@ -57,7 +57,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(info: dict[str, Any]) -> str:
+def summary(info: dict[str, Any]) -> str:
     details = info.get("details") or {}
     model_info = info.get("model_info") or {}
     arch = details.get("family") or model_info.get("general.architecture", "")
@@ -101,7 +101,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             print(info.get(flag) or "")
             return 0
-    print(_summary(info))
+    print(summary(info))
     if args.verbose:
         print(_verbose(info))
     return 0
@@ -241,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse as argparse does, but let commands that take words (`run MODEL PROMPT...`)
     have flags anywhere among them, as ollama's CLI does."""
     parser = build_parser()
+    argv = cli_run.normalize_argv(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
         words = getattr(args, "words_anywhere", None)
