@@ -249,7 +249,7 @@ def test_cli_pull_push_and_key(corral, registry, model, tmp_path):
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
     assert line.startswith("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI")
-    assert Path(str(key) + ".pub").read_text().strip() == line
+    assert Path(str(key) + ".pub").read_text().strip() + " *" == line  # a complete authorized keys line
     again = cli(corral, "key", env={"CORRAL_KEY": str(key)})
     assert again.stdout.strip() == line
 
