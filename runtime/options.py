@@ -38,6 +38,7 @@ __all__ = [
 
 FOREVER = math.inf
 DEFAULT_KEEP_ALIVE = 300.0
+_MAX_DURATION_S = (2**63 - 1) / 1e9
 
 # ollama dropped mirostat from its options in v0.7 but clients still send it; llama.cpp
 # still has the samplers, so corral accepts and applies them at request time.
@@ -98,7 +99,8 @@ def parse_keep_alive(value: Any) -> float | None:
         raise KeepAliveError(f"Unsupported type: '{type(value).__name__}'")
     if math.isnan(seconds):
         raise KeepAliveError("keep_alive must be a number of seconds or a duration")
-    return FOREVER if seconds < 0 else seconds
+    # Past Go's longest Duration (about 292 years) it can only mean "keep it loaded".
+    return FOREVER if seconds < 0 or seconds > _MAX_DURATION_S else seconds
 
 
 def default_keep_alive() -> float:

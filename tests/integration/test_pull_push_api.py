@@ -102,12 +102,13 @@ def test_pull_missing_model_streaming_and_not(corral, registry):
     assert r.status_code == 200
     assert lines(r) == [{"status": "pulling manifest"},
                         {"error": "pull model manifest: file does not exist"}]
+    # In one piece, the status says whose fault it was (ollama answers 500 for everything).
     r = httpx.post(corral.url + "/api/pull", json={**body, "stream": False}, timeout=30)
-    assert r.status_code == 500
+    assert r.status_code == 404
     assert r.json() == {"error": "pull model manifest: file does not exist"}
     with pytest.raises(ollama.ResponseError) as info:
         ollama.Client(host=corral.url).pull(body["model"], insecure=True)
-    assert info.value.status_code == 500
+    assert info.value.status_code == 404
 
 
 def test_pull_bad_requests(corral):
