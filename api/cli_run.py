@@ -639,7 +639,7 @@ async def cmd_stop(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a model: one answer, or an interactive chat (flags go anywhere)")
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("prompt", nargs="*", metavar="PROMPT")
+    p.add_argument("prompt", nargs="*", metavar="PROMPT", default=[])
     p.add_argument("--keepalive", metavar="DURATION", help="how long the model stays loaded (e.g. 5m, 0, -1)")
     p.add_argument("--verbose", action="store_true", help="show timings for each response")
     p.add_argument("--format", metavar="FORMAT", help="response format: json, or a JSON schema")

@@ -62,6 +62,18 @@ def test_unreachable_server_is_a_one_line_error():
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("Error: could not connect")
 
 
+def test_bad_server_address_is_a_one_line_error():
+    for name, value in [("CORRAL_HOST", "bogus:xx"), ("OLLAMA_HOST", "127.0.0.1:99999")]:
+        env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_HOST", "OLLAMA_HOST")}
+        env[name] = value
+        for args in (["list"], ["run", "m", "hi"], ["pull", "m"]):
+            out = subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert out.returncode == 1 and "Traceback" not in out.stderr
+            assert out.stderr == f"Error: {name}={value!r} is not an address: use host:port, " \
+                                 "e.g. 127.0.0.1:11434 or http://myhost:11434\n"
+
+
 def test_host_resolution_order(monkeypatch):
     from api.client import base_url
 
