@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -42,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cli_transfer.apply_serve_arguments(args)
     startup.check_key_file(default_key_path())
     sockets = startup.listen_sockets(settings.host, settings.port)
+    if settings.port == 0:  # the port the system chose, for the log and the registry's name
+        settings = dataclasses.replace(settings, port=sockets[0].getsockname()[1])
     serve(settings, sockets)
     return 0
 

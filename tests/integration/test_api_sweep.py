@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from api.settings import Settings
 from store.options import OPTION_KINDS
-from tests.servers import ThreadedServer
+from tests.servers import ThreadedServer, free_port
 
 HUGE = 2**63 - 1
 OPTION_VALUES: list[Any] = [0, -1, HUGE, -(2**63), 2**31, 1e300, 0.5, "x", [], {}, True, None]
@@ -235,7 +236,16 @@ def _docs_examples(digest: str) -> list[tuple[str, str, dict[str, Any] | None, s
     ]
 
 
-def test_api_doc_examples(client: httpx.Client, tiny_q8: bytes) -> None:
+@pytest.fixture
+def pushable(ollama_store) -> httpx.Client:
+    """A server whose own registry (/v2) takes anonymous pushes: ollama.com's stand-in."""
+    settings = Settings(models=ollama_store, host="127.0.0.1", port=free_port(), anonymous_push=True)
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        yield c
+
+
+def test_api_doc_examples(pushable: httpx.Client, tiny_q8: bytes) -> None:
+    client = pushable
     digest = "sha256:" + hashlib.sha256(tiny_q8).hexdigest()
     assert client.post(f"/api/blobs/{digest}", content=tiny_q8).status_code in (200, 201)
     for method, path, body, statuses in _docs_examples(digest):
@@ -249,3 +259,10 @@ def test_api_doc_examples(client: httpx.Client, tiny_q8: bytes) -> None:
     assert r.status_code == 200 and json.loads(r.text.splitlines()[-1]) == {"status": "success"}, r.text[-300:]
     r = client.post("/api/pull", json={"model": f"{host}/library/tiny", "insecure": True, "stream": False})
     assert r.status_code == 200 and r.json() == {"status": "success"}
+    assert client.post("/api/copy", json={"source": "tiny", "destination": f"{host}/mattw/tiny"}).status_code == 200
+    r = client.post("/api/push", json={"model": f"{host}/mattw/tiny:latest", "insecure": True})
+    assert r.status_code == 200 and json.loads(r.text.splitlines()[-1]) == {"status": "success"}, r.text[-300:]
+    # Quantizing an F16 model (the tiny one is too narrow for K-quants: the documented 400).
+    r = client.post("/api/create", json={"model": "tiny:quantized", "from": "tiny", "quantize": "q4_K_M"})
+    assert r.status_code in (200, 400), r.text
+    check(r, "create quantize")
