@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from api.create_template import check_template, detect_template
+from api.create_checks import check_parameters, check_template, detect_template
 from api.errors import bad_request
 from api.requests import parse_name, read_json
 from api.schemas import CreateRequest
@@ -102,6 +102,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, CreateRequest)
     spec = spec_of(req)
     check_template(spec.template)
+    check_parameters(spec.parameters)
     store = request.app[STORE]
     try:
         plan = await asyncio.to_thread(plan_create, store, spec)

@@ -56,6 +56,21 @@ def test_bad_template_is_a_400_and_nothing_is_created(server, digest_of, templat
     assert httpx.post(f"{server.url}/api/show", json={"model": "bad"}).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"num_ctx": "x"}, 'invalid PARAMETER: option "num_ctx" must be of type integer'),
+        ({"stop": "x"}, 'invalid PARAMETER: option "stop" must be of type array'),
+        ({"num_thread": 10**9}, 'invalid PARAMETER: option "num_thread" is 1000000000, more than this machine'),
+    ],
+)
+def test_bad_parameters_are_a_400(server, parameters, message):
+    r = httpx.post(f"{server.url}/api/create", timeout=30,
+                   json={"model": "bad", "from": "tiny", "parameters": parameters})
+    assert r.status_code == 400 and r.json()["error"].startswith(message), r.text
+    assert httpx.post(f"{server.url}/api/show", json={"model": "bad"}).status_code == 404
+
+
 def test_cli_create_bad_template_and_missing_file(server, tmp_path):
     (tmp_path / "tiny.gguf").write_bytes(write_tiny_gguf(tmp_path / "w.gguf").read_bytes())
     (tmp_path / "Modelfile").write_text('FROM ./tiny.gguf\nTEMPLATE "{{ .Prompt "\n')

@@ -1,9 +1,14 @@
-"""The TEMPLATE of a model being created: checked before anything is written, or chosen
-from the GGUF's Jinja chat template when the Modelfile gives none (ollama's template.Named)."""
+"""What a create is checked for before anything is written, so a model that would fail at
+every run is refused with a 400 instead: its TEMPLATE (parsed and tried on a short chat) and
+its PARAMETERs (the checks every request's options get). And the TEMPLATE chosen from the
+GGUF's Jinja chat template when the Modelfile gives none (ollama's template.Named)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from api.errors import bad_request
+from runtime.options import OptionError, resolve_options
 from runtime.template import TemplateError, parse_ollama, render_chat
 from runtime.template.named import NamedTemplate, named_for
 from store import gguf
@@ -29,6 +34,16 @@ def check_template(text: str | None) -> None:
         render_chat(template, _SAMPLE)
     except TemplateError as exc:
         raise bad_request(f"invalid TEMPLATE: {exc}") from None
+
+
+def check_parameters(parameters: dict[str, Any] | None) -> None:
+    """PARAMETERs must pass the checks a request's options pass (types, limits)."""
+    if not parameters:
+        return
+    try:
+        resolve_options(parameters, None, model_path="")
+    except OptionError as exc:
+        raise bad_request(f"invalid PARAMETER: {exc}") from None
 
 
 def detect_template(plan: CreatePlan) -> NamedTemplate | None:
