@@ -486,7 +486,6 @@ class LineEditor:
         except ImportError:  # not built with readline: plain input() still works
             return
         self.readline = readline
-        readline.parse_and_bind("set enable-bracketed-paste off")
         if self.history_file is not None:
             with contextlib.suppress(OSError):
                 readline.read_history_file(self.history_file)
