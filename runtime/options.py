@@ -133,12 +133,6 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def max_threads() -> int:
-    """The most llama.cpp threads a request may ask for: 4 per logical CPU (more only
-    oversubscribes the cores; far more fails to start)."""
-    return 4 * (os.cpu_count() or 1)
-
-
 # -- options -------------------------------------------------------------------------------
 
 
@@ -204,10 +198,6 @@ def resolve_options(
         num_batch = num_ctx
     num_batch = max(1, min(num_batch, num_ctx))
     threads = int(merged["num_thread"]) if int(merged["num_thread"]) > 0 else default_threads()
-    if threads > max_threads():
-        # llama.cpp would try to start them all (a billion threads kill the runner).
-        raise OptionError(f'option "num_thread" is {threads}, more than this machine can run: use at most '
-                          f"{max_threads()} ({os.cpu_count() or 1} CPUs), or 0 for the default")
     use_mmap = merged.get("use_mmap")
     load = LoadSpec(
         model_path=model_path,

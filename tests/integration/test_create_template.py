@@ -61,7 +61,7 @@ def test_bad_template_is_a_400_and_nothing_is_created(server, digest_of, templat
     [
         ({"num_ctx": "x"}, 'invalid PARAMETER: option "num_ctx" must be of type integer'),
         ({"stop": "x"}, 'invalid PARAMETER: option "stop" must be of type array'),
-        ({"num_thread": 10**9}, 'invalid PARAMETER: option "num_thread" is 1000000000, more than this machine'),
+        ({"temperature": [1]}, 'invalid PARAMETER: option "temperature" must be of type float32'),
     ],
 )
 def test_bad_parameters_are_a_400(server, parameters, message):

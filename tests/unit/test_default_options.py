@@ -32,15 +32,3 @@ def test_resolved_sampling_uses_them() -> None:
     s = resolve_options({"repeat_penalty": 1.3}, {"repeat_penalty": 1.0}, model_path="/m").sampling
     assert s.repeat_penalty == pytest.approx(1.0)
 
-
-@pytest.mark.parametrize(("cpus", "limit"), [(2, 8), (64, 256), (None, 4)])
-def test_num_thread_is_capped_by_the_cpus(monkeypatch: pytest.MonkeyPatch, cpus: int | None, limit: int) -> None:
-    import runtime.options as options
-
-    monkeypatch.setattr(options.os, "cpu_count", lambda: cpus)
-    assert options.max_threads() == limit
-    assert resolve_options(None, {"num_thread": limit}, model_path="/m").load.n_threads == limit
-    with pytest.raises(options.OptionError, match=f"use at most {limit} "):
-        resolve_options(None, {"num_thread": limit + 1}, model_path="/m")
-    with pytest.raises(options.OptionError, match='"num_thread" is 1000000000'):
-        resolve_options({"num_thread": 10**9}, None, model_path="/m")
