@@ -125,6 +125,8 @@ def test_every_field_of_every_endpoint_at_bad_values(client: httpx.Client) -> No
                          ("GET", "/v1/nope"), ("PUT", "/api/show")]:
         r = client.request(method, path)
         assert r.status_code in (404, 405) and r.headers["content-type"].startswith("application/json"), path
+    assert client.get("/api/nope").json() == {"error": "GET /api/nope: no such endpoint"}
+    assert client.post("/v1/nope").json()["error"]["message"] == "POST /v1/nope: no such endpoint"
     alive(client)
 
 
