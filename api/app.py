@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 
 from aiohttp import web
 
@@ -76,7 +77,9 @@ async def _prepare_store(app: web.Application) -> None:
             )
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Run the server until interrupted; on `sockets` already listening when given (the CLI
+    binds them first, so a busy port fails before any startup work)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_repeat_filter()
     before, after = raise_nofile()
@@ -90,5 +93,8 @@ def serve(settings: Settings) -> None:
     log_cpu()
     # keepalive_timeout also bounds how long a connection may take to send a request head
     # (aiohttp closes a connection with no complete request after it): no slowloris.
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                keepalive_timeout=header_timeout())
+    run = {"print": None, "access_log": None, "keepalive_timeout": header_timeout()}
+    if sockets:
+        web.run_app(app, sock=sockets, **run)
+    else:
+        web.run_app(app, host=settings.host, port=settings.port, **run)

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from api.client import Client, ClientError
-from store.modelfile import ModelfileError, create_request_fields, parse_modelfile, resolve_path
+from store.modelfile import (
+    ModelfileError,
+    create_request_fields,
+    looks_like_path,
+    parse_modelfile,
+    resolve_path,
+)
 
 _HASH_CHUNK = 1 << 20
 BLOB_REF = re.compile(r"@sha256:[0-9a-f]{64}")
@@ -37,13 +43,16 @@ def _model_files(directory: Path) -> list[Path]:
     return ggufs
 
 
-def _resolve(arg: str, modelfile_dir: Path) -> list[Path] | None:
+def _resolve(arg: str, modelfile_dir: Path, what: str) -> list[Path] | None:
     """The files a FROM/ADAPTER argument names, or None if it is a model name."""
     path = Path(resolve_path(arg, str(modelfile_dir), str(Path.home()), _lookup_home))
     if path.is_dir():
         return _model_files(path)
     if path.is_file():
         return [path.resolve()]
+    if looks_like_path(arg):
+        raise ClientError(f"{what} {arg}: the file {path} does not exist "
+                          "(relative paths start from the Modelfile's directory)")
     return None
 
 
@@ -121,7 +130,7 @@ async def cmd_create(args: argparse.Namespace) -> int:
         if BLOB_REF.fullmatch(src["arg"]):
             refs["files"][f"model{i or ''}.gguf"] = src["arg"][1:]
             continue
-        paths = _resolve(src["arg"], base_dir)
+        paths = _resolve(src["arg"], base_dir, "FROM")
         if paths is None:
             if i == 0:
                 body["from"] = src["arg"]
@@ -133,7 +142,7 @@ async def cmd_create(args: argparse.Namespace) -> int:
         if BLOB_REF.fullmatch(src["arg"]):
             refs["adapters"][f"adapter{i}.gguf"] = src["arg"][1:]
             continue
-        paths = _resolve(src["arg"], base_dir)
+        paths = _resolve(src["arg"], base_dir, "ADAPTER")
         if paths is None:
             raise ClientError(f"ADAPTER {src['arg']}: no such file")
         adapters += paths

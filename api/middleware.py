@@ -12,7 +12,7 @@ from aiohttp import web
 
 from api.errors import APIError, status_of
 from api.origins import OriginPolicy, host_allowed, machine_names, origin_authority
-from api.responses import error_response
+from api.responses import error_response, json_response
 from store.errors import StoreError
 
 log = logging.getLogger("corral.api")
@@ -29,9 +29,18 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except StoreError as exc:
         return error_response(status_of(exc), str(exc))
     except web.HTTPException as exc:
-        if exc.status < 400 or not request.path.startswith("/api"):
+        if exc.status < 400 or not request.path.startswith(("/api", "/v1")):
             raise
-        text = "method not allowed" if exc.status == 405 else exc.reason.lower()
+        if exc.status == 404:
+            text = f"{request.method} {request.path}: no such endpoint"
+        elif exc.status == 405:
+            text = f"method {request.method} not allowed on {request.path}"
+        else:
+            text = exc.reason.lower()
+        if request.path.startswith("/v1"):
+            # OpenAI's shape, which its clients read (`error.message`).
+            return json_response({"error": {"message": text, "type": "invalid_request_error",
+                                            "param": None, "code": None}}, exc.status)
         return error_response(exc.status, text)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,13 @@ class Settings:
     allowed_hosts: tuple[str, ...] = field(default_factory=env_allowed_hosts)
 
 
-def default_models_dir() -> Path:
-    return Path(os.environ.get("CORRAL_MODELS") or "~/.corral/models").expanduser()
+def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
+    """CORRAL_MODELS, then OLLAMA_MODELS (an ollama store works as is), then ~/.corral/models."""
+    env = os.environ if env is None else env
+    for name in ("CORRAL_MODELS", "OLLAMA_MODELS"):
+        if env.get(name, "").strip():
+            return Path(env[name].strip()).expanduser()
+    return Path("~/.corral/models").expanduser()
 
 
 def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:

@@ -139,7 +139,7 @@ def default_options(num_ctx: int = DEFAULT_NUM_CTX) -> dict[str, Any]:
         "typical_p": 1.0,
         "repeat_last_n": 64,
         "temperature": 0.8,
-        "repeat_penalty": 1.0,
+        "repeat_penalty": 1.1,
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
         "stop": [],

@@ -362,4 +362,4 @@ def test_corral_serve_registry_flags(tmp_path, alice, tiny_f16):
     (tmp_path / "bad_keys").write_text("ssh-rsa AAAA nope\n")
     proc, port = _serve(tmp_path, "--authorized-keys", str(tmp_path / "bad_keys"))
     assert proc.wait(30) != 0
-    assert "bad_keys:1" in proc.stderr.read()
+    assert "bad_keys line 1: unsupported key type 'ssh-rsa'" in proc.stderr.read()
