@@ -21,7 +21,13 @@ from store.blobs import BlobStore
 from store.config import ModelConfig, ModelDetails, details_of, parse_config
 from store.digest import Digest
 from store.errors import InvalidManifest, ModelNotFound, StoreError
-from store.manifest import MEDIA_TYPE_MODEL, Manifest, parse_manifest
+from store.manifest import (
+    MEDIA_TYPE_MODEL,
+    Manifest,
+    parse_index,
+    parse_manifest,
+    referenced_blobs,
+)
 from store.manifests import ManifestStore
 from store.names import ModelName
 
@@ -122,7 +128,7 @@ class Store:
         complete = True
         for stored in self.manifests:
             try:
-                refs.update(parse_manifest(stored.path.read_bytes()).blobs())
+                refs.update(referenced_blobs(stored.path.read_bytes()))
             except (InvalidManifest, OSError):
                 complete = False
         return refs, complete
@@ -141,24 +147,33 @@ class Store:
             self._remove_unreferenced(old - set(manifest.blobs()))
         return manifest
 
+    def put_index(self, name: ModelName, raw: bytes) -> None:
+        """Store an image index under `name` (the caller checked the manifests it names)."""
+        parse_index(raw)
+        with self.mutation():
+            old = self._blobs_of(name)
+            self.manifests.write(name, raw)
+            self._remove_unreferenced(old)
+
     def copy(self, source: ModelName, destination: ModelName) -> None:
         with self.mutation():
             _, raw = self.manifests.read(source)
             self.manifests.write(destination, raw)
 
-    def delete(self, name: ModelName) -> list[Digest]:
-        """Delete a model and every blob of it that no other manifest references."""
+    def delete(self, name: ModelName, *, prune: bool = True) -> list[Digest]:
+        """Delete a model and (with `prune`) every blob of it that no other manifest
+        references; without it the blobs are left to a registry DELETE or the GC."""
         with self.mutation():
             old = self._blobs_of(name)
             if self.manifests.find(name) is None:
                 raise ModelNotFound(f"model '{name.display_shortest()}' not found")
             self.manifests.delete(name)
-            return self._remove_unreferenced(old)
+            return self._remove_unreferenced(old) if prune else []
 
     def _blobs_of(self, name: ModelName) -> set[Digest]:
         try:
             _, raw = self.manifests.read(name)
-            return set(parse_manifest(raw).blobs())
+            return set(referenced_blobs(raw))
         except (ModelNotFound, InvalidManifest):
             return set()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.server import blobs, catalog, manifests, tags, token, uploads
+from registry.server import blobs, catalog, manifests, referrers, tags, token, uploads
 from registry.server.base import API_VERSION_HEADER, base, parse_route
 from registry.server.errors import (
     CODES,
@@ -24,6 +24,7 @@ from registry.server.errors import (
     RegistryError,
     error_response,
 )
+from registry.server.repository import LINKS
 from registry.server.state import REGISTRY, RegistryConfig, RegistryState, default_registry_host
 from store.driver import PathNotFound, StorageDriver
 from store.drivers import FilesystemDriver
@@ -42,6 +43,7 @@ _METHODS: dict[str, tuple[str, ...]] = {
     "upload": ("GET", "HEAD", "PATCH", "PUT", "DELETE"),
     "manifest": ("GET", "HEAD", "PUT", "DELETE"),
     "tags": ("GET",),
+    "referrers": ("GET",),
 }
 
 
@@ -69,6 +71,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await uploads.handle(request, repo, route.ref)
     if route.kind == "manifest":
         return await manifests.handle(request, repo, route.ref)
+    if route.kind == "referrers":
+        return await referrers.handle(request, repo, route.ref)
     return await tags.handle(request, repo)
 
 
@@ -156,7 +160,7 @@ def purge(state: RegistryState, now: float | None = None) -> tuple[list[str], in
     removed = state.uploads.purge(now)
     links = 0
     try:
-        for ns in state.driver.list(blobs.LINKS):
+        for ns in state.driver.list(LINKS):
             for repo in state.driver.list(ns):
                 for link in state.driver.list(repo):
                     with contextlib.suppress(PathNotFound):

@@ -32,7 +32,7 @@ from registry.server.base import (
     DELETE,
     PULL,
     Access,
-    Repository,
+    RepoName,
     blob_key,
     parse_digest,
     parse_repository,
@@ -41,53 +41,18 @@ from registry.server.base import (
     state_of,
 )
 from registry.server.errors import (
-    BLOB_UNKNOWN,
     DENIED,
     RANGE_INVALID,
-    UNSUPPORTED,
     RegistryError,
 )
+from registry.server.repository import BlobBody
 from registry.server.state import RegistryState
 from store.digest import Digest
-from store.driver import PathNotFound
 
-LINKS = "registry/links"
 _RANGE_RE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
 
 
-def link_path(repo: Repository, digest: Digest) -> str:
-    return f"{LINKS}/{repo.namespace.lower()}/{repo.model.lower()}/{digest.filename}"
-
-
-def _member(state: RegistryState, repo: Repository, digest: Digest) -> bool:
-    if state.driver.exists(link_path(repo, digest)):
-        return True
-    resolved = state.repos.resolve(repo.namespace, repo.model)
-    return resolved is not None and state.repos.references(resolved, digest)
-
-
-async def _run(state: RegistryState, fn, *args):  # noqa: ANN001, ANN202 - a thin dispatcher
-    if state.inline_io:
-        return fn(*args)
-    return await asyncio.to_thread(fn, *args)
-
-
-async def readable(state: RegistryState, repo: Repository, digest: Digest) -> bool:
-    """Whether `digest` exists and may be read through `repo` (see the module docstring)."""
-    if not await _run(state, state.driver.exists, blob_key(digest)):
-        return False
-    if not state.config.private:
-        return True
-    return await asyncio.to_thread(_member, state, repo, digest)
-
-
-async def link(state: RegistryState, repo: Repository, digest: Digest) -> None:
-    """Record that `digest` was uploaded or mounted into `repo` (needed only when private)."""
-    if state.config.private:
-        await asyncio.to_thread(state.driver.put_content, link_path(repo, digest), b"")
-
-
-def _may_pull(request: web.Request, source: Repository, subject: str) -> bool:
+def _may_pull(request: web.Request, source: RepoName, subject: str) -> bool:
     """Whether the caller may pull `source`: its token says so, or (a token proves who the
     caller is) the authorized keys list the caller's key for that namespace. ollama asks
     for a token scoped to the target repository only, so the second rule is what lets
@@ -102,7 +67,7 @@ def _may_pull(request: web.Request, source: Repository, subject: str) -> bool:
 
 
 async def try_mount(
-    request: web.Request, repo: Repository, digest: Digest, source_text: str | None, subject: str
+    request: web.Request, repo: RepoName, digest: Digest, source_text: str | None, subject: str
 ) -> bool:
     """Cross-repository mount: True if `digest` can be had without an upload.
 
@@ -113,7 +78,7 @@ async def try_mount(
     """
     state = state_of(request)
     if not state.config.private:
-        if await readable(state, repo, digest):
+        if await state.repository(repo).blob_readable(digest):
             await asyncio.to_thread(_touch, state, digest)
             return True
         return False
@@ -123,9 +88,9 @@ async def try_mount(
         source = parse_repository(source_text.split("/"))
     except RegistryError:
         return False
-    if not _may_pull(request, source, subject) or not await readable(state, source, digest):
+    if not _may_pull(request, source, subject) or not await state.repository(source).blob_readable(digest):
         return False
-    await link(state, repo, digest)
+    await state.repository(repo).link(digest)
     await asyncio.to_thread(_touch, state, digest)
     return True
 
@@ -158,7 +123,7 @@ class _BlobFile(web.FileResponse):
         return await super().prepare(request)
 
 
-def _check_grant(request: web.Request, repo: Repository, digest: Digest, grant: str) -> None:
+def _check_grant(request: web.Request, repo: RepoName, digest: Digest, grant: str) -> None:
     state = state_of(request)
     try:
         state.issuer.verify_blob_grant(grant, repo.key, digest, time.time())
@@ -187,23 +152,19 @@ def _range(header: str | None, size: int) -> None:
         )
 
 
-async def handle(request: web.Request, repo: Repository, digest_text: str) -> web.StreamResponse:
+async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.StreamResponse:
     state = state_of(request)
     digest = parse_digest(digest_text)
+    repository = state.repository(repo)
     if request.method == "DELETE":
-        return await _delete(request, repo, digest)
+        require(request, Access(DELETE, repo))
+        await repository.delete_blob(digest)
+        return web.Response(status=202, headers={"Content-Length": "0", "Docker-Content-Digest": digest})
     grant = request.rel_url.query.get("grant") if state.config.private else None
     if grant is not None:
         _check_grant(request, repo, digest, grant)
     else:
         require(request, Access(PULL, repo))
-    key = blob_key(digest)
-    try:
-        info = await _run(state, state.driver.stat, key)
-    except PathNotFound:
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
-    if state.config.private and grant is None and not await asyncio.to_thread(_member, state, repo, digest):
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
     headers = {
         "Docker-Content-Digest": digest,
         "ETag": f'"{digest}"',
@@ -211,20 +172,40 @@ async def handle(request: web.Request, repo: Repository, digest_text: str) -> we
         "Content-Type": "application/octet-stream",
     }
     if request.method == "HEAD":
-        headers["Content-Length"] = str(info.size)
+        size = await repository.blob_size(digest, check_member=grant is None)
+        headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
-    redirect = await _run(state, state.driver.redirect_url, key)
-    if redirect is not None:
-        return web.Response(status=307, headers={"Location": redirect, "Docker-Content-Digest": digest})
+    body = await repository.blob(digest, check_member=grant is None)
+    if body.redirect is not None:
+        return web.Response(status=307, headers={"Location": body.redirect, "Docker-Content-Digest": digest})
     location = repo_url(request, repo, "blobs", digest)
     if state.config.private:
         location += "?grant=" + (grant or state.issuer.mint_blob_grant(repo.key, digest, time.time()))
     headers["Location"] = location
-    _range(request.headers.get("Range"), info.size)
-    local = state.driver.local_path(key)
-    if local is not None:
-        return _BlobFile(local, info.size, headers)
-    return await _stream(request, state, key, info.size, headers)
+    _range(request.headers.get("Range"), body.size)
+    if body.local is not None:
+        return _BlobFile(body.local, body.size, headers)
+    if body.stream is not None:
+        return await _live(request, body, headers)
+    assert body.key is not None
+    return await _stream(request, state, body.key, body.size, headers)
+
+
+async def _live(request: web.Request, body: BlobBody, headers: dict[str, str]) -> web.StreamResponse:
+    """Relay a blob still arriving from an upstream (the whole blob: Range is answered
+    after it is stored). If the transfer fails, the response ends short, which every
+    client sees as an error: the stream holds back its last bytes until the digest is
+    verified."""
+    assert body.stream is not None
+    if request.headers.get("Range"):
+        headers["Accept-Ranges"] = "none"
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_length = body.size
+    await response.prepare(request)
+    async for chunk in body.stream:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def _stream(
@@ -261,29 +242,3 @@ async def _stream(
         f.close()
     await response.write_eof()
     return response
-
-
-def _delete_unreferenced(state: RegistryState, digest: Digest) -> bool:
-    with state.store.mutation():
-        refs, complete = state.store.referenced()
-        if digest in refs or not complete:
-            raise RegistryError(
-                UNSUPPORTED,
-                "blob is referenced by a manifest; delete the manifest instead",
-                {"digest": digest},
-            )
-        try:
-            state.driver.delete(blob_key(digest))
-        except PathNotFound:
-            return False
-        return True
-
-
-async def _delete(request: web.Request, repo: Repository, digest: Digest) -> web.Response:
-    state = state_of(request)
-    require(request, Access(DELETE, repo))
-    if not await readable(state, repo, digest):
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
-    if not await asyncio.to_thread(_delete_unreferenced, state, digest):
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
-    return web.Response(status=202, headers={"Content-Length": "0", "Docker-Content-Digest": digest})
