@@ -667,6 +667,12 @@ class BlobDownload:
 
     # -- verification -----------------------------------------------------------------
 
+    def written_prefix(self) -> int:
+        """How many bytes from the start are on disk in the partial file: what a reader
+        relaying this download (the registry's pull-through mirror) may send so far.
+        It drops to 0 if resumed bytes failed verification and the download restarted."""
+        return self._prefix() if self.parts else 0
+
     def _prefix(self) -> int:
         """Length of the downloaded prefix: where hashing may safely read up to."""
         end = 0

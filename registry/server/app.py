@@ -183,6 +183,24 @@ def setup_registry(
     app.add_subapp("/v2", create_registry_app(state))
     app.on_startup.append(_announce)
     app.cleanup_ctx.append(_purger)
+    mirrors = tuple(getattr(settings, "mirrors", ()) or ())
+    if mirrors:
+        from registry.server.mirror import MIRROR, MirrorConfig, Upstream, setup_mirror
+
+        config = MirrorConfig(
+            upstreams=tuple(Upstream.parse(u) for u in mirrors),
+            allow=tuple(getattr(settings, "mirror_allow", ()) or ()),
+            deny=tuple(getattr(settings, "mirror_deny", ()) or ()),
+            ttl_s=float(getattr(settings, "mirror_ttl", 300.0)),
+        )
+        mirror = setup_mirror(state, config)
+        app[MIRROR] = mirror
+        log.info("pull-through mirror of %s", ", ".join(str(u) for u in config.upstreams))
+
+        async def close_mirror(_app: web.Application) -> None:
+            await mirror.close()
+
+        app.on_cleanup.append(close_mirror)
     return state
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import time
@@ -28,6 +29,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from registry.auth import AuthError
+from registry.client.errors import TransferError
 from registry.server.base import (
     DELETE,
     PULL,
@@ -49,6 +51,7 @@ from registry.server.repository import BlobBody
 from registry.server.state import RegistryState
 from store.digest import Digest
 
+log = logging.getLogger("corral.registry")
 _RANGE_RE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
 
 
@@ -185,25 +188,44 @@ async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.
     _range(request.headers.get("Range"), body.size)
     if body.local is not None:
         return _BlobFile(body.local, body.size, headers)
-    if body.stream is not None:
+    if body.live is not None:
         return await _live(request, body, headers)
     assert body.key is not None
     return await _stream(request, state, body.key, body.size, headers)
 
 
+def _span(header: str | None, size: int, headers: dict[str, str]) -> tuple[int, int, int]:
+    """(first, last, status) for a Range already checked by `_range`; sets Content-Range."""
+    if header is None:
+        return 0, size - 1, 200
+    m = _RANGE_RE.fullmatch(header.strip())
+    assert m is not None
+    a, b = m.group(1), m.group(2)
+    if a == "":
+        first, last = max(size - int(b), 0), size - 1
+    else:
+        first, last = int(a), (min(int(b), size - 1) if b else size - 1)
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return first, last, 206
+
+
 async def _live(request: web.Request, body: BlobBody, headers: dict[str, str]) -> web.StreamResponse:
-    """Relay a blob still arriving from an upstream (the whole blob: Range is answered
-    after it is stored). If the transfer fails, the response ends short, which every
-    client sees as an error: the stream holds back its last bytes until the digest is
-    verified."""
-    assert body.stream is not None
-    if request.headers.get("Range"):
-        headers["Accept-Ranges"] = "none"
-    response = web.StreamResponse(status=200, headers=headers)
-    response.content_length = body.size
+    """Relay a blob still arriving from an upstream (see `registry.server.mirror`). If the
+    transfer fails the connection is closed before the promised length, which every client
+    reports as an error."""
+    assert body.live is not None
+    first, last, status = _span(request.headers.get("Range"), body.size, headers)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = last - first + 1
     await response.prepare(request)
-    async for chunk in body.stream:
-        await response.write(chunk)
+    try:
+        async for chunk in body.live(first, last):
+            await response.write(chunk)
+    except TransferError as exc:
+        log.warning("relay of %s ended early: %s", headers.get("Docker-Content-Digest"), exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 
@@ -212,20 +234,7 @@ async def _stream(
     request: web.Request, state: RegistryState, key: str, size: int, headers: dict[str, str]
 ) -> web.StreamResponse:
     """Serve a blob from a driver with no local file, honouring one Range."""
-    first, last = 0, size - 1
-    status = 200
-    rng = request.headers.get("Range")
-    if rng is not None:
-        m = _RANGE_RE.fullmatch(rng.strip())
-        assert m is not None
-        a, b = m.group(1), m.group(2)
-        if a == "":
-            first = max(size - int(b), 0)
-        else:
-            first = int(a)
-            last = min(int(b), size - 1) if b else size - 1
-        status = 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    first, last, status = _span(request.headers.get("Range"), size, headers)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = last - first + 1
     await response.prepare(request)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,13 +92,13 @@ class ServedManifest:
 @dataclass(frozen=True, slots=True)
 class BlobBody:
     """Where a blob's bytes come from: a local file (sendfile), a driver path (streamed),
-    a redirect URL, or a live stream (a mirror transfer still in progress, no Range)."""
+    a redirect URL, or a live relay of a mirror transfer still in progress."""
 
     size: int
     local: Path | None = None
     key: str | None = None
     redirect: str | None = None
-    stream: AsyncIterator[bytes] | None = None
+    live: Callable[[int, int], AsyncIterator[bytes]] | None = None  # (first, last) -> bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +380,10 @@ class LocalRepository:
             await asyncio.to_thread(self.state.driver.put_content, self.link_path(digest), b"")
 
     async def blob_size(self, digest: Digest, *, check_member: bool) -> int:
-        """The size of a stored blob, or BLOB_UNKNOWN (also for a non-member when private)."""
+        """The size of the blob, or BLOB_UNKNOWN (also for a non-member when private)."""
+        return await self._stored_size(digest, check_member=check_member)
+
+    async def _stored_size(self, digest: Digest, *, check_member: bool) -> int:
         try:
             info = await self._io(self.state.driver.stat, blob_key(digest))
         except PathNotFound:
@@ -391,7 +394,7 @@ class LocalRepository:
 
     async def blob(self, digest: Digest, *, check_member: bool) -> BlobBody:
         """Where to read the blob from (see `BlobBody`), or BLOB_UNKNOWN."""
-        size = await self.blob_size(digest, check_member=check_member)
+        size = await self._stored_size(digest, check_member=check_member)
         key = blob_key(digest)
         redirect = await self._io(self.state.driver.redirect_url, key)
         if redirect is not None:
