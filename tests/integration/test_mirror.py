@@ -21,7 +21,15 @@ from registry.server.mirror import MIRROR
 from store.digest import Digest
 from store.names import ModelName
 from store.store import Store
-from tests.counting_proxy import CountingProxy
+from tests.registries import (
+    DOCKER_REGISTRY,
+    BlobCountingProxy,
+    CountingProxy,
+    DockerRegistry,
+    big_bytes,
+    make_model,
+    upload_model,
+)
 from tests.registry_support import OCI_MANIFEST, authorized_keys, go_client, local_model, registry
 
 FAST = TransferOptions(
@@ -92,7 +100,7 @@ def test_concurrent_pulls_cross_the_upstream_link_once_and_survive_the_upstream_
     try:
         manifest = _publish(tmp_path, upstream, tiny_f16, "tiny", "mirrored")
         blobs = _blobs_of(manifest)
-        with CountingProxy(upstream.url, chunk=16 * 1024, delay=0.01) as proxy, registry(
+        with BlobCountingProxy(upstream.url, chunk=16 * 1024, delay=0.01) as proxy, registry(
             tmp_path / "mirror", mirrors=(f"http://{proxy.host}",), mirror_ttl=0.0,
         ) as mirror:
             _fast(mirror)
@@ -132,6 +140,10 @@ def test_concurrent_pulls_cross_the_upstream_link_once_and_survive_the_upstream_
             assert stored.read_bytes() == manifest
             listed = httpx.get(f"{mirror.url}/api/tags").json()["models"]
             assert [m["name"] for m in listed] == [f"{mirror.host}/library/tiny:latest"]
+            r = httpx.post(f"{mirror.url}/api/generate", timeout=120, json={
+                "model": f"{mirror.host}/library/tiny", "prompt": "hi", "stream": False,
+                "options": {"num_predict": 4}})
+            assert r.status_code == 200 and r.json()["done"], r.text
 
             # The upstream goes away: the stored copy is served (ttl 0 means it was asked).
             upstream_cm.__exit__(None, None, None)
@@ -153,7 +165,7 @@ def test_a_corrupted_upstream_blob_fails_every_waiting_client_and_stores_nothing
         manifest = _publish(tmp_path, upstream, tiny_f16, "bad", "corrupt me")
         doc = json.loads(manifest)
         weights = doc["layers"][0]["digest"]
-        with CountingProxy(upstream.url, chunk=16 * 1024, delay=0.01) as proxy, registry(
+        with BlobCountingProxy(upstream.url, chunk=16 * 1024, delay=0.01) as proxy, registry(
             tmp_path / "mirror", mirrors=(f"http://{proxy.host}",),
         ) as mirror:
             _fast(mirror)
@@ -204,3 +216,32 @@ def test_pushes_to_mirrored_names_need_a_key_for_the_namespace(tmp_path, tiny_f1
     with registry(tmp_path / "anon", mirrors=("http://127.0.0.1:9",), anonymous_push=True) as mirror:
         r = httpx.post(f"{mirror.url}/v2/library/x/blobs/uploads/")
         assert r.status_code == 403 and "mirrored" in r.json()["errors"][0]["message"]
+
+
+@pytest.mark.skipif(DOCKER_REGISTRY is None, reason="docker-registry is not installed")
+def test_docker_registry_upstream_serves_ollama_clients_once(tmp_path):
+    """docker-registry gives no blob `Location`, so ollama cannot pull from it directly
+    (ollama #7244); through the mirror it can, and the blob still crosses once."""
+    model = make_model(big_bytes(3 * 1024 * 1024 + 7, seed=5))
+    with DockerRegistry(tmp_path / "registry") as upstream:
+        upload_model(upstream.url, "library/big", "latest", model)
+        with CountingProxy(upstream.port) as link, registry(
+            tmp_path / "mirror", mirrors=(f"http://{link.host}",),
+        ) as mirror:
+            _fast(mirror)
+            start = threading.Barrier(4)
+
+            def run(i: int) -> None:
+                start.wait()
+                if i < 2:
+                    go_client(tmp_path / f"go-{i}").pull(ModelName.parse(f"{mirror.host}/library/big:latest"))
+                else:
+                    _corral_pull(tmp_path / f"corral-{i}", mirror.host, "big")
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(run, range(4)))
+            for i in range(2):
+                for digest, data in model.blobs.items():
+                    assert (tmp_path / f"go-{i}" / "blobs" / digest.replace(":", "-")).read_bytes() == data
+            total = sum(len(b) for b in model.blobs.values())
+            assert total <= link.down < total + 64 * 1024, (link.down, total)  # headers aside, once
