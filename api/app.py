@@ -9,7 +9,7 @@ import os
 from aiohttp import web
 
 from api.middleware import errors, host_check, mutation_guard, path_guard
-from api.routes import blobs, create, inference, meta, models, transfer
+from api.routes import blobs, bundles, create, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from registry.server import registry_guard, setup_registry
@@ -31,6 +31,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(meta.routes)
     app.add_routes(models.routes)
     app.add_routes(blobs.routes)
+    app.add_routes(bundles.routes)
     app.add_routes(create.routes)
     inference.setup(app)
     transfer.install(app)

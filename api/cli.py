@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from api import cli_create, cli_mirror, cli_run, cli_transfer
+from api import cli_bundle, cli_create, cli_mirror, cli_run, cli_transfer
 from api.client import Client, ClientError
 from api.humanize import human_bytes, human_time, table
 from api.settings import Settings, default_models_dir, split_host_port
@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_create.add_parser(sub)
     cli_run.add_parsers(sub)
     cli_transfer.add_parsers(sub)
+    cli_bundle.add_parsers(sub)
 
     p = sub.add_parser("show", help="show information about a model")
     p.add_argument("model")

@@ -98,6 +98,7 @@ async def path_guard(request: web.Request, handler: Handler) -> web.StreamRespon
 MUTATING = frozenset({
     ("POST", "/api/create"), ("DELETE", "/api/delete"), ("POST", "/api/copy"),
     ("POST", "/api/pull"), ("POST", "/api/push"),
+    ("POST", "/api/export"), ("POST", "/api/import"),
 })
 
 
