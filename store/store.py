@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from store import formats
 from store.blobs import BlobStore
 from store.config import ModelConfig, ModelDetails, details_of, parse_config
 from store.digest import Digest
 from store.errors import InvalidManifest, ModelNotFound, StoreError
 from store.manifest import (
     MEDIA_TYPE_MODEL,
+    Layer,
     Manifest,
     parse_index,
     parse_manifest,
@@ -57,7 +59,7 @@ class LocalModel:
 
     @property
     def model_layer(self) -> Digest | None:
-        layers = self.manifest.layers_of(MEDIA_TYPE_MODEL)
+        layers = [x for x in self.manifest.layers if formats.ollama_media_type(x) == MEDIA_TYPE_MODEL]
         return layers[0].digest if layers else None
 
     @property
@@ -118,6 +120,25 @@ class Store:
             return parse_config(self.blobs.read_bytes(model.manifest.config.digest, MAX_CONFIG_BYTES))
         except (StoreError, OSError, ValueError):
             return ModelConfig()
+
+    def layer_path(self, layer: Layer) -> Path:
+        """The file the runtime reads for `layer`: its blob or, for a packed ModelPack
+        weight layer (tar, tar+gzip, tar+zstd), the file inside it, unpacked once into a
+        blob of its own (see `store.formats`)."""
+        if not formats.is_packed(layer):
+            return self.blobs.path(layer.digest)
+        known = formats.read_record(self.root, layer.digest)
+        if known is not None and self.blobs.exists(known):
+            return self.blobs.path(known)
+        with self.blobs.begin() as ingest:
+            formats.unpack(layer, self.blobs.open, ingest.write)
+            digest = ingest.commit()
+        record = formats.unpacked_record(self.root, layer.digest)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".tmp-{os.getpid()}-{record.name}")
+        tmp.write_text(str(digest))
+        os.replace(tmp, record)
+        return self.blobs.path(digest)
 
     def details(self, model: LocalModel) -> ModelDetails:
         return details_of(self.config(model), model.parent_model)
