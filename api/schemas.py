@@ -142,7 +142,8 @@ class PullRequest(Request):
 
 
 class PushRequest(PullRequest):
-    pass
+    format: Literal["ollama", "modelpack"] | None = Field(
+        default=None, description="manifest to push: ollama's (default) or a CNCF ModelPack one")
 
 
 # --- inference: /api/generate, /api/chat, /api/embed, /api/embeddings -----------------------

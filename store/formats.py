@@ -21,6 +21,7 @@ beside the store as `unpacked/<layer hex>` naming that blob.
 from __future__ import annotations
 
 import gzip
+import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +29,15 @@ from typing import IO
 
 import zstandard
 
+from store.config import ModelConfig
 from store.digest import Digest
 from store.manifest import (
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MODEL,
+    MEDIA_TYPE_OCI_MANIFEST,
     MEDIA_TYPE_PROJECTOR,
     Layer,
+    Manifest,
 )
 
 DMR_GGUF = "application/vnd.docker.ai.gguf.v3"
@@ -77,6 +81,8 @@ def ollama_media_type(layer: Layer) -> str:
         return _DIRECT[mt]
     if _packing(mt, MODELPACK_WEIGHT) is not None:
         path = _filepath(layer).lower()
+        if path.rsplit("/", 1)[-1].startswith("mmproj") and path.endswith(".gguf"):
+            return MEDIA_TYPE_PROJECTOR
         return MEDIA_TYPE_MODEL if not path or path.endswith(".gguf") else mt
     if _packing(mt, MODELPACK_DOC) == ".raw" and _filepath(layer).upper().startswith("LICENSE"):
         return MEDIA_TYPE_LICENSE
@@ -115,6 +121,47 @@ def unpack(layer: Layer, open_blob: Callable[[Digest], IO[bytes]], sink: Callabl
                 raise FormatError("packed weight layer holds no file")
 
 
+MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
+
+
+def to_modelpack(manifest: Manifest, config: ModelConfig, name: str) -> tuple[bytes, bytes]:
+    """A ModelPack manifest and config for an ollama model: weights and projectors become
+    `weight.v1.raw` (`model.gguf`, `mmproj.gguf`), licenses `doc.v1.raw` (`LICENSE`...);
+    ollama's other layers (template, system, parameters, messages) are kept as they are,
+    so corral reads the model back whole. Returns (manifest bytes, config bytes); the
+    caller stores the config blob before pushing."""
+    layers = []
+    licenses = 0
+    for layer in manifest.layers:
+        mt, path = layer.media_type, ""
+        if mt == MEDIA_TYPE_MODEL:
+            mt, path = MODELPACK_WEIGHT + ".raw", "model.gguf"
+        elif mt == MEDIA_TYPE_PROJECTOR:
+            mt, path = MODELPACK_WEIGHT + ".raw", "mmproj.gguf"
+        elif mt == MEDIA_TYPE_LICENSE:
+            licenses += 1
+            mt, path = MODELPACK_DOC + ".raw", "LICENSE" if licenses == 1 else f"LICENSE-{licenses}"
+        entry: dict[str, object] = {"mediaType": mt, "digest": layer.digest, "size": layer.size}
+        if path:
+            entry["annotations"] = {MODELPACK_FILEPATH: path}
+        layers.append(entry)
+    config_doc = {
+        "descriptor": {"name": name},
+        "config": {k: v for k, v in (("architecture", config.model_family), ("format", config.model_format or "gguf"),
+                                     ("paramSize", config.model_type), ("quantization", config.file_type)) if v},
+        "modelfs": {"type": "layers", "diffIds": [layer.digest for layer in manifest.layers]},
+    }
+    config_raw = json.dumps(config_doc, separators=(",", ":")).encode()
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "artifactType": MODELPACK_ARTIFACT,
+        "config": {"mediaType": MODELPACK_CONFIG, "digest": Digest.of_bytes(config_raw), "size": len(config_raw)},
+        "layers": layers,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode(), config_raw
+
+
 def foreign_config(data: dict[str, object]) -> dict[str, str]:
     """ollama config fields from a Docker Model Runner or ModelPack config's `config`."""
     inner = data.get("config")
@@ -145,5 +192,5 @@ def read_record(root: Path, layer: Digest) -> Digest | None:
 __all__ = [
     "DMR_CONFIG", "DMR_GGUF", "DMR_LICENSE", "DMR_MMPROJ", "DMR_TEMPLATE", "FormatError",
     "MODELPACK_CONFIG", "MODELPACK_DOC", "MODELPACK_FILEPATH", "MODELPACK_WEIGHT",
-    "foreign_config", "is_packed", "ollama_media_type", "read_record", "unpack", "unpacked_record",
+    "MODELPACK_ARTIFACT", "foreign_config", "is_packed", "to_modelpack", "ollama_media_type", "read_record", "unpack", "unpacked_record",
 ]

@@ -86,3 +86,34 @@ def test_dmr_and_modelpack_models_pull_list_show_and_generate(tmp_path, tiny_f16
             r = httpx.post(f"{b.url}/api/generate", timeout=120, json={
                 "model": name, "prompt": "hello", "stream": False, "options": {"num_predict": 4}})
             assert r.status_code == 200 and r.json()["done"], r.text
+
+
+@pytest.mark.slow
+def test_push_format_modelpack_round_trips(tmp_path, ollama_store):
+    from api.settings import Settings
+    from tests.servers import ThreadedServer, free_port
+
+    with registry(tmp_path / "a", anonymous_push=True) as a, \
+            ThreadedServer(Settings(models=ollama_store, host="127.0.0.1", port=free_port())) as src, \
+            registry(tmp_path / "b") as b:
+        target = f"{a.host}/team/tiny:mp"
+        assert httpx.post(f"{src.url}/api/copy", json={"source": "tiny", "destination": target}).status_code == 200
+        r = httpx.post(f"{src.url}/api/push", timeout=120,
+                       json={"model": target, "insecure": True, "stream": False, "format": "modelpack"})
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+        doc = httpx.get(f"{a.url}/v2/team/tiny/manifests/mp").json()
+        assert doc["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
+        assert doc["config"]["mediaType"] == MODELPACK_CONFIG
+        kinds = [(x["mediaType"], x.get("annotations", {}).get("org.cncf.model.filepath")) for x in doc["layers"]]
+        assert ("application/vnd.cncf.model.weight.v1.raw", "model.gguf") in kinds
+        assert ("application/vnd.cncf.model.doc.v1.raw", "LICENSE") in kinds
+        config = httpx.get(f"{a.url}/v2/team/tiny/blobs/{doc['config']['digest']}").json()
+        assert config["config"]["format"] == "gguf"
+
+        r = httpx.post(f"{b.url}/api/pull", json={"model": target, "insecure": True, "stream": False}, timeout=120)
+        assert r.status_code == 200, r.text
+        shown = httpx.post(f"{b.url}/api/show", json={"model": target}).json()
+        assert shown["license"].startswith("MIT License") and "<|im_start|>" in shown["template"]
+        r = httpx.post(f"{b.url}/api/generate", timeout=120, json={
+            "model": target, "prompt": "hello", "stream": False, "options": {"num_predict": 4}})
+        assert r.status_code == 200 and r.json()["done"], r.text
