@@ -27,6 +27,7 @@ import contextlib
 import fnmatch
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.mirror")
 
 _RELAY_CHUNK = 1 << 20
+_HOST_PORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?::[0-9]{1,5})?")
 _POLL = 0.005
 
 
@@ -74,13 +76,14 @@ class Upstream:
 
     @classmethod
     def parse(cls, text: str) -> Upstream:
-        value = text.strip().rstrip("/")
+        value = text.strip()
         insecure = False
         if value.startswith("http://"):
             insecure, value = True, value[len("http://") :]
         elif value.startswith("https://"):
             value = value[len("https://") :]
-        if not value or "/" in value or not is_valid_part("host", value):
+        value = value.rstrip("/")
+        if not _HOST_PORT.fullmatch(value) or not is_valid_part("host", value):
             raise MirrorError(
                 f"--mirror {text!r}: expected host[:port] (HTTPS) or http://host:port (plain HTTP)"
             )
