@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 import time
@@ -218,9 +219,21 @@ async def _live(request: web.Request, body: BlobBody, headers: dict[str, str]) -
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = last - first + 1
     await response.prepare(request)
+    loop = asyncio.get_running_loop()
     try:
-        async for chunk in body.live(first, last):
-            await response.write(chunk)
+        async for f, offset, count in body.live(first, last):
+            if request.transport is None:
+                raise ConnectionResetError("client went away")
+            try:
+                await loop.sendfile(request.transport, f, offset, count)
+            except NotImplementedError:  # a transport without sendfile (TLS)
+                end = offset + count
+                while offset < end:
+                    data = await asyncio.to_thread(os.pread, f.fileno(), min(end - offset, 1 << 20), offset)
+                    if not data:
+                        raise ConnectionResetError("blob file ended early") from None
+                    await response.write(data)
+                    offset += len(data)
     except TransferError as exc:
         log.warning("relay of %s ended early: %s", headers.get("Docker-Content-Digest"), exc)
         if request.transport is not None:

@@ -26,13 +26,12 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.mirror")
 
-_RELAY_CHUNK = 1 << 20
 _HOST_PORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?::[0-9]{1,5})?")
 _POLL = 0.005
 
@@ -294,14 +292,17 @@ class Mirror:
         except (TransferError, StoreError, OSError) as exc:
             log.warning("mirror: %s/%s:%s not stored: %s", name.namespace, name.model, tag, exc)
 
-    async def relay(self, digest: Digest, entry: _Live, first: int, last: int) -> AsyncIterator[bytes]:
-        """Bytes `first..last` of a blob being downloaded, as they land on disk (see the
-        module docstring for why the final byte waits for verification)."""
+    async def relay(
+        self, digest: Digest, entry: _Live, first: int, last: int
+    ) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+        """Spans `(file, offset, count)` of bytes `first..last` of a blob being downloaded,
+        as they land on disk, for the caller to send (by sendfile); see the module
+        docstring for why the final byte waits for verification."""
         self.relays += 1
         download = entry.handle.download
         task = entry.handle.task
         paths = (download.data_path, blob_path(self.state.store.root, digest))
-        fd = -1
+        f: BinaryIO | None = None
         pos, end = first, last + 1
         sent_limit = 0
         try:
@@ -315,21 +316,17 @@ class Mirror:
                     if limit < sent_limit:
                         raise TransferError(f"upstream transfer of {digest.short} restarted")
                     sent_limit = max(sent_limit, limit)
-                if fd < 0:
-                    fd = _open_first(paths if not task.done() else paths[::-1])
-                if fd < 0 or limit <= pos:
+                if f is None:
+                    f = _open_first(paths if not task.done() else paths[::-1])
+                if f is None or limit <= pos:
                     await asyncio.wait([task], timeout=_POLL)
                     continue
-                n = min(limit, end) - pos
-                chunk = await asyncio.to_thread(os.pread, fd, min(n, _RELAY_CHUNK), pos)
-                if not chunk:
-                    await asyncio.wait([task], timeout=_POLL)
-                    continue
-                pos += len(chunk)
-                yield chunk
+                count = min(limit, end) - pos
+                yield f, pos, count
+                pos += count
         finally:
-            if fd >= 0:
-                os.close(fd)
+            if f is not None:
+                f.close()
 
     async def close(self) -> None:
         for task in [*self._stores.values(), *self._manifests.values()]:
@@ -340,11 +337,11 @@ class Mirror:
             await self.transport.aclose()
 
 
-def _open_first(paths: tuple[Path, ...]) -> int:
+def _open_first(paths: tuple[Path, ...]) -> BinaryIO | None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
-            return os.open(path, os.O_RDONLY)
-    return -1
+            return open(path, "rb")  # noqa: SIM115 - closed by the relay
+    return None
 
 
 class MirrorRepository(LocalRepository):

@@ -20,7 +20,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from registry.server.base import RepoName, blob_key, parse_reference
 from registry.server.errors import (
@@ -98,7 +98,8 @@ class BlobBody:
     local: Path | None = None
     key: str | None = None
     redirect: str | None = None
-    live: Callable[[int, int], AsyncIterator[bytes]] | None = None  # (first, last) -> bytes
+    # (first, last) -> spans (file, offset, count) to send as they become available
+    live: Callable[[int, int], AsyncIterator[tuple[BinaryIO, int, int]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
