@@ -304,7 +304,7 @@ class Mirror:
         paths = (download.data_path, blob_path(self.state.store.root, digest))
         f: BinaryIO | None = None
         pos, end = first, last + 1
-        sent_limit = 0
+        parts = None  # the download's part list when we first sent bytes from it
         try:
             while pos < end:
                 if task.done():
@@ -312,16 +312,17 @@ class Mirror:
                         raise TransferError(f"upstream transfer of {digest.short} failed")
                     limit = entry.size
                 else:
-                    limit = min(download.written_prefix(), entry.size - 1)
-                    if limit < sent_limit:
+                    if parts is not None and download.parts is not parts:
+                        # Resumed bytes failed verification and the download started over.
                         raise TransferError(f"upstream transfer of {digest.short} restarted")
-                    sent_limit = max(sent_limit, limit)
+                    limit = min(download.written_from(pos), entry.size - 1)
                 if f is None:
                     f = _open_first(paths if not task.done() else paths[::-1])
                 if f is None or limit <= pos:
                     await asyncio.wait([task], timeout=_POLL)
                     continue
                 count = min(limit, end) - pos
+                parts = download.parts
                 yield f, pos, count
                 pos += count
         finally:
