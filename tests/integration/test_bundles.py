@@ -189,3 +189,33 @@ def test_skopeo_reads_an_uncompressed_bundle(tmp_path, ollama_store):
     assert (tmp_path / "out" / "manifest.json").read_bytes() == store.get(oci).raw
     weights = store.get(oci).model_layer
     assert (tmp_path / "out" / weights.hex).read_bytes() == store.blobs.path(weights).read_bytes()
+
+
+def test_oras_reads_an_uncompressed_bundle(tmp_path, ollama_store):
+    """oras-py validates the layout, walks it from the ref name, and pushes it to a registry.
+    (The mario model: oras-py's push parses every blob as JSON and trips on a JSON list such
+    as tiny's messages layer, an oras-py bug.)"""
+    oras_layout = pytest.importorskip("oras.layout")
+    import oras.provider
+
+    from tests.registry_support import registry
+
+    store = Store(ollama_store)
+    doc = json.loads(store.get(MARIO).raw)
+    doc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+    oci = ModelName.parse("example.com/team/oci:v1")
+    store.put_manifest(oci, json.dumps(doc).encode())
+    layout = tmp_path / "layout"
+    with tarfile.open(fileobj=io.BytesIO(_bundle(store, oci, compress=False))) as tar:
+        tar.extractall(layout, filter="data")
+    ref = "example.com/team/oci:v1"
+    reader = oras_layout.Layout(str(layout))  # validates oci-layout, index.json, blobs/
+    blobs = reader.get_ordered_blobs(tag=ref)
+    model = store.get(oci)
+    assert blobs == [*[x.digest for x in model.manifest.layers], model.manifest.config.digest, digest_of(model.raw)]
+    with registry(tmp_path / "dst", anonymous_push=True) as dst:
+        provider = oras.provider.Registry(dst.host, insecure=True)
+        r = reader.push_to_registry(provider, f"{dst.host}/team/oci:v1", tag=ref)
+        assert r.status_code == 201
+        pushed = httpx.get(f"{dst.url}/v2/team/oci/manifests/v1").content
+        assert pushed == model.raw
