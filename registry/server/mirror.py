@@ -291,6 +291,8 @@ class Mirror:
                      fetched.digest.short, fetched.upstream)
         except (TransferError, StoreError, OSError) as exc:
             log.warning("mirror: %s/%s:%s not stored: %s", name.namespace, name.model, tag, exc)
+        except Exception:  # a bug: say so, the task has no other reader
+            log.exception("mirror: storing %s/%s:%s failed", name.namespace, name.model, tag)
 
     async def relay(
         self, digest: Digest, entry: _Live, first: int, last: int
