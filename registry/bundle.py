@@ -20,8 +20,10 @@ bytes) and makes nothing visible until everything verified:
   only after the last byte of the bundle checked out are they committed and the manifests
   written. Any failure aborts every ingest: nothing of the bundle is written.
 - Blobs the store already holds are read and hashed but not written again, and importing
-  the same bundle twice changes nothing (idempotent); a re-run after an interruption only
-  writes what is still missing.
+  the same bundle twice changes nothing (idempotent). When the input stream itself breaks
+  (`SourceBroken`: a dropped upload), the blobs verified so far are kept as unreferenced
+  blobs (no model appears; the GC collects them if nobody resumes), so a re-run only
+  writes what is still missing. A bundle that is wrong (or merely ends early) keeps nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ _HEAD_LIMIT = 64 * MAX_MANIFEST_BYTES  # what may come before every size is know
 
 class BundleError(StoreError):
     """A bundle that cannot be written or is refused on import."""
+
+
+class SourceBroken(OSError):
+    """The bundle's byte stream itself failed (a dropped connection, a read error), as
+    opposed to the bytes being wrong: the import can be resumed by running it again."""
 
 
 class _Descriptor(BaseModel):
@@ -235,7 +242,8 @@ def import_bundle(
     store: Store, source: IO[bytes], *, free_space: Callable[[], int] | None = None,
 ) -> ImportReport:
     """Import a bundle (see the module docstring). Raises BundleError, leaving the store
-    as it was, for anything wrong with it."""
+    as it was, for anything wrong with it. When `source.read` raises SourceBroken, the blobs
+    verified so far are kept (no model is written) so that the next import resumes."""
     store.ensure()
     free = free_space or (lambda: shutil.disk_usage(store.blobs.dir).free)
     stream, _ = _open(source)
@@ -250,6 +258,16 @@ def import_bundle(
         for name, raw in names:
             store.put_manifest(name, raw)
             report.models.append(str(name))
+    except SourceBroken as exc:
+        # Keep the blobs that verified (as unreferenced blobs: no model appears, and the GC
+        # collects them if the import is never resumed); a re-run skips writing them.
+        kept = 0
+        for digest in list(ingests):
+            ingests.pop(digest).commit(digest, None)
+            kept += 1
+        raise BundleError(
+            f"reading the bundle failed ({exc}); {kept} verified blob(s) kept: import it again to resume"
+        ) from None
     except (tarfile.TarError, EOFError, zstandard.ZstdError, OSError) as exc:
         raise BundleError(f"bundle is damaged or truncated: {exc}") from None
     finally:
@@ -384,4 +402,4 @@ def _blob(
         report.blobs_present += 1
 
 
-__all__ = ["BundleError", "ExportReport", "ImportReport", "export_bundle", "import_bundle"]
+__all__ = ["BundleError", "SourceBroken", "ExportReport", "ImportReport", "export_bundle", "import_bundle"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import aiohttp
 from aiohttp import web
 
 from api.errors import bad_request, not_found
 from api.requests import read_json
 from api.schemas import ExportRequest, ImportResponse
 from api.state import STORE
-from registry.bundle import BundleError, export_bundle, import_bundle
+from registry.bundle import BundleError, SourceBroken, export_bundle, import_bundle
 from store.errors import InvalidName, ModelNotFound
 from store.names import ModelName
 
@@ -109,7 +110,10 @@ class _FromRequest:
 
     def read(self, n: int = -1) -> bytes:
         size = _CHUNK if n is None or n < 0 else n
-        return asyncio.run_coroutine_threadsafe(self._content.read(size), self._loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(self._content.read(size), self._loop).result()
+        except (OSError, aiohttp.ClientError, asyncio.CancelledError) as exc:
+            raise SourceBroken(f"the upload broke off: {type(exc).__name__}") from None
 
 
 @routes.post("/api/import")

@@ -219,3 +219,26 @@ def test_oras_reads_an_uncompressed_bundle(tmp_path, ollama_store):
         assert r.status_code == 201
         pushed = httpx.get(f"{dst.url}/v2/team/oci/manifests/v1").content
         assert pushed == model.raw
+
+
+def test_an_import_whose_stream_breaks_resumes(tmp_path, ollama_store):
+    from registry.bundle import SourceBroken
+
+    source = Store(ollama_store)
+    bundle = _bundle(source, TINY, compress=False)
+    weights = source.get(TINY).model_layer
+    cut = bundle.index(source.blobs.path(weights).read_bytes()[:4096]) + len(source.blobs.path(weights).read_bytes()) + 4096
+
+    class Breaking(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            if self.tell() >= cut:
+                raise SourceBroken("connection reset")
+            return super().read(n if 0 <= n <= cut - self.tell() else cut - self.tell())
+
+    target = Store(tmp_path / "t")
+    with pytest.raises(BundleError, match="import it again to resume"):
+        import_bundle(target, Breaking(bundle))
+    assert target.blobs.exists(weights)  # verified before the break: kept
+    assert target.list() == []  # but no model yet
+    report = import_bundle(target, io.BytesIO(bundle))
+    assert report.blobs_present >= 1 and target.get(TINY).raw == source.get(TINY).raw
