@@ -245,3 +245,18 @@ def test_docker_registry_upstream_serves_ollama_clients_once(tmp_path):
                     assert (tmp_path / f"go-{i}" / "blobs" / digest.replace(":", "-")).read_bytes() == data
             total = sum(len(b) for b in model.blobs.values())
             assert total <= link.down < total + 64 * 1024, (link.down, total)  # headers aside, once
+
+
+def test_tags_are_rechecked_upstream_only_after_the_ttl(tmp_path, tiny_f16):
+    with registry(tmp_path / "upstream", anonymous_push=True) as upstream:
+        manifest = _publish(tmp_path, upstream, tiny_f16, "ttl", "ttl")
+        for ttl, expected in ((300.0, 1), (0.0, 3)):
+            with BlobCountingProxy(upstream.url) as proxy, registry(
+                tmp_path / f"mirror-{ttl}", mirrors=(f"http://{proxy.host}",), mirror_ttl=ttl,
+            ) as mirror:
+                assert httpx.get(f"{mirror.url}/v2/library/ttl/manifests/latest").content == manifest
+                _wait_stored(tmp_path / f"mirror-{ttl}", mirror.host, "ttl")
+                for _ in range(2):
+                    assert httpx.get(f"{mirror.url}/v2/library/ttl/manifests/latest").content == manifest
+                asked = [r for r in proxy.requests if r[0] == "GET" and "/manifests/" in r[1]]
+                assert len(asked) == expected, (ttl, proxy.requests)
