@@ -53,7 +53,10 @@ async def cmd_import(args: argparse.Namespace) -> int:
         raise ClientError(f"{path}: no such file")
     async with Client() as client:
         try:
-            async with client.session.post(client.base + "/api/import", data=_read(path)) as resp:
+            async with client.session.post(
+                client.base + "/api/import", data=_read(path),
+                headers={"Content-Type": "application/octet-stream"},
+            ) as resp:
                 data = await resp.read()
         except aiohttp.ClientConnectionError:
             raise ClientError("could not connect to corral; is `corral serve` running?") from None

@@ -7,12 +7,17 @@ URL to fetch parts from with a GET and fails with "no Location header" on a plai
 (spec c.1 d). A driver with a redirect URL (an object store) gets a 307 there instead.
 Range requests get 206, unsatisfiable ones 416.
 
-When pulls are anonymous every stored blob is readable through every repository (anyone
-could read it through the repository that has it). With `--private`, a blob is readable
-through a repository only if one of its manifests references it or it was uploaded or
-mounted into it (a link file under `registry/links/`), so knowing a digest is not enough,
-and the blob `Location` carries a short-lived grant, since ollama sends no Authorization
-header when it fetches parts.
+A blob is served only through a repository of the registry host that owns it: one of
+its manifests references it, or it was uploaded or mounted into it (a link file under
+`registry/links/`). Knowing a digest is not enough, so local-only models, and models
+under other hosts, are never readable through /v2, and the repository a blob is read
+through is one the caller may pull. With `--private`, the blob `Location` carries a
+short-lived grant, since ollama sends no Authorization header when it fetches parts.
+
+A blob DELETE goes through a repository too: it removes that repository's link, and the
+blob itself only when no other repository links it and no manifest references it, so a
+pusher cannot delete another namespace's freshly uploaded layer. What is stored and who
+owns it is the Repository's business (`registry.server.repository`).
 """
 
 from __future__ import annotations
@@ -75,17 +80,11 @@ async def try_mount(
 ) -> bool:
     """Cross-repository mount: True if `digest` can be had without an upload.
 
-    With anonymous pulls any stored blob mounts (the spec lets a registry mount a blob
-    it can find). With `--private` the caller must be allowed to pull the source
-    repository and the blob must be readable through it. Anything else (no or bad
-    `from`, no permission, no blob) is not an error: the client gets an upload session.
+    The caller must be allowed to pull the source repository (`from`), and the blob must
+    be readable through it. Anything else (no or bad `from`, no permission, no blob) is
+    not an error: the client gets an upload session.
     """
     state = state_of(request)
-    if not state.config.private:
-        if await state.repository(repo).blob_readable(digest):
-            await asyncio.to_thread(_touch, state, digest)
-            return True
-        return False
     if not source_text:
         return False
     try:

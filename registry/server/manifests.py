@@ -112,7 +112,7 @@ async def _put(request: web.Request, repo: RepoName, reference: str) -> web.Resp
     except BodyIncomplete:
         raise RegistryError(MANIFEST_INVALID, "manifest body is shorter than its Content-Length") from None
     result = await repository.put_manifest(
-        reference, b"".join(chunks), request.headers.get("Content-Type"), private=state.config.private
+        reference, b"".join(chunks), request.headers.get("Content-Type")
     )
     headers = {
         "Location": repo_url(request, repo, "manifests", result.digest),

@@ -257,6 +257,10 @@ class Mirror:
             handle.release()
             if self._live.get(digest) is entry:
                 del self._live[digest]
+            if not task.cancelled() and task.exception() is None:
+                # The blob now belongs to this repository (served through it at once, before
+                # the manifest that references it is stored).
+                asyncio.ensure_future(LocalRepository(self.state, name).link(digest))
             if task.cancelled():
                 log.warning("mirror: download of blob %s from %s was cancelled", digest.short, upstream)
             elif task.exception() is not None:

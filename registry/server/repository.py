@@ -37,7 +37,7 @@ from registry.server.errors import (
 from registry.server.repos import DIGEST_TAG_RE, ManifestMeta, TagFile, digest_tag
 from registry.server.wire import ErrorInfo
 from store.digest import Digest
-from store.driver import PathNotFound
+from store.driver import PathNotFound, WriterBusy
 from store.errors import InvalidManifest, ModelNotFound
 from store.manifest import (
     INDEX_TYPES,
@@ -221,9 +221,7 @@ class LocalRepository:
             raise self._unknown(reference)
         return served(found)
 
-    async def put_manifest(
-        self, reference: str, raw: bytes, content_type: str | None, *, private: bool = False
-    ) -> PutManifest:
+    async def put_manifest(self, reference: str, raw: bytes, content_type: str | None) -> PutManifest:
         tag, digest = parse_reference(reference)
         if tag is not None and DIGEST_TAG_RE.fullmatch(tag):
             raise RegistryError(TAG_INVALID, "tags of the form sha256-<hex> are reserved for untagged manifests")
@@ -245,10 +243,12 @@ class LocalRepository:
             manifest = parse_manifest(raw)
         except InvalidManifest as exc:
             raise RegistryError(MANIFEST_INVALID, str(exc)[:500]) from None
-        if private:
-            missing = [d for d in dict.fromkeys(manifest.blobs()) if not await self.blob_readable(d)]
-            if missing:
-                raise missing_error(missing)
+        # Every blob must be in this repository (uploaded, mounted or already referenced):
+        # a manifest must not make another repository's (or a local-only model's) blob
+        # readable here just because its digest is known.
+        missing = [d for d in dict.fromkeys(manifest.blobs()) if not await self.blob_readable(d)]
+        if missing:
+            raise missing_error(missing)
         try:
             await asyncio.to_thread(self.state.store.put_manifest, name, raw)
         except MissingBlobs as exc:
@@ -360,25 +360,31 @@ class LocalRepository:
 
     def member(self, digest: Digest) -> bool:
         """Whether `digest` belongs to this repository: linked by an upload or mount, or
-        referenced by one of its manifests (what `--private` needs to read it)."""
+        referenced by one of its manifests. Only then is it served through it."""
         if self.state.driver.exists(self.link_path(digest)):
             return True
+        return self.referenced_here(digest)
+
+    def referenced_here(self, digest: Digest) -> bool:
         repos = self.state.repos
         resolved = repos.resolve(self.name.namespace, self.name.model)
         return resolved is not None and repos.references(resolved, digest)
 
     async def blob_readable(self, digest: Digest) -> bool:
-        """Whether `digest` exists and may be read through this repository."""
+        """Whether `digest` exists and belongs to this repository (see `member`)."""
         if not await self._io(self.state.driver.exists, blob_key(digest)):
             return False
-        if not self.state.config.private:
-            return True
-        return await asyncio.to_thread(self.member, digest)
+        return await self._io(self.member, digest)
 
     async def link(self, digest: Digest) -> None:
-        """Record that `digest` was uploaded or mounted here (needed only when private)."""
-        if self.state.config.private:
-            await asyncio.to_thread(self.state.driver.put_content, self.link_path(digest), b"")
+        """Record that `digest` was uploaded or mounted here."""
+        await asyncio.to_thread(self._write_link, self.link_path(digest))
+
+    def _write_link(self, path: str) -> None:
+        try:
+            self.state.driver.put_content(path, b"")
+        except WriterBusy:
+            pass  # a concurrent request is writing this very link
 
     async def blob_size(self, digest: Digest, *, check_member: bool) -> int:
         """The size of the blob, or BLOB_UNKNOWN (also for a non-member when private)."""
@@ -389,7 +395,7 @@ class LocalRepository:
             info = await self._io(self.state.driver.stat, blob_key(digest))
         except PathNotFound:
             raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
-        if check_member and self.state.config.private and not await asyncio.to_thread(self.member, digest):
+        if check_member and not await self._io(self.member, digest):
             raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
         return info.size
 
@@ -403,27 +409,45 @@ class LocalRepository:
         local = self.state.driver.local_path(key)
         return BlobBody(size, local=local) if local is not None else BlobBody(size, key=key)
 
-    def _delete_unreferenced(self, digest: Digest) -> bool:
-        store = self.state.store
+    def _delete_owned(self, digest: Digest) -> None:
+        """Remove this repository's link to `digest`, and the blob when nothing else
+        (another repository's link, any manifest) holds it."""
+        store, driver = self.state.store, self.state.driver
         with store.mutation():
-            refs, complete = store.referenced()
-            if digest in refs or not complete:
+            if self.referenced_here(digest):
                 raise RegistryError(
                     UNSUPPORTED,
                     "blob is referenced by a manifest; delete the manifest instead",
                     {"digest": digest},
                 )
             try:
-                self.state.driver.delete(blob_key(digest))
+                driver.delete(self.link_path(digest))
             except PathNotFound:
-                return False
-            return True
+                raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
+            refs, complete = store.referenced()
+            if digest in refs or not complete or self._linked_elsewhere(digest):
+                return  # another repository or manifest still holds it
+            try:
+                driver.delete(blob_key(digest))
+            except PathNotFound:
+                pass
+
+    def _linked_elsewhere(self, digest: Digest) -> bool:
+        driver = self.state.driver
+        try:
+            for ns in driver.list(LINKS):
+                for repo in driver.list(ns):
+                    if driver.exists(f"{repo}/{digest.filename}"):
+                        return True
+        except PathNotFound:
+            pass
+        return False
 
     async def delete_blob(self, digest: Digest) -> None:
-        if not await self.blob_readable(digest) or not await asyncio.to_thread(
-            self._delete_unreferenced, digest
-        ):
+        """A blob DELETE through this repository (see `_delete_owned`)."""
+        if not await self._io(self.state.driver.exists, blob_key(digest)):
             raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
+        await asyncio.to_thread(self._delete_owned, digest)
 
 
 def served(found: FoundManifest) -> ServedManifest:

@@ -146,10 +146,16 @@ def test_export_and_import_over_http_and_the_cli(tmp_path, ollama_store):
             ThreadedServer(Settings(models=target, host="127.0.0.1", port=free_port())) as dst:
         r = httpx.post(f"{src.url}/api/export", json={"models": ["tiny", "alice/mario:v1"]}, timeout=60)
         assert r.status_code == 200 and r.headers["Content-Type"] == "application/zstd"
-        r = httpx.post(f"{dst.url}/api/import", content=r.content, timeout=60)
+        bundle_bytes = r.content
+        r = httpx.post(f"{dst.url}/api/import", content=bundle_bytes, timeout=60,
+                       headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415  # not a type a web page can send without asking
+        r = httpx.post(f"{dst.url}/api/import", content=bundle_bytes, timeout=60,
+                       headers={"Content-Type": "application/zstd"})
         assert r.status_code == 200, r.text
         assert sorted(r.json()["models"]) == ["alice/mario:v1", "tiny:latest"]
-        assert httpx.post(f"{dst.url}/api/import", content=b"garbage", timeout=60).status_code == 400
+        assert httpx.post(f"{dst.url}/api/import", content=b"garbage", timeout=60,
+                          headers={"Content-Type": "application/x-tar"}).status_code == 400
         r = httpx.post(f"{src.url}/api/export", json={"models": ["nope"]})
         assert r.status_code == 404 and "not found" in r.json()["error"]
 
