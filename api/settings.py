@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from api.origins import env_allowed_hosts, env_origins
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11434
@@ -27,6 +29,11 @@ class Settings:
     trust_proxy: bool = False
     # Model management from other machines needs this key (CORRAL_API_KEY); see README.
     api_key: str | None = None
+    # Browser origins allowed besides the local ones (CORRAL_ORIGINS, ollama's
+    # OLLAMA_ORIGINS rules), and extra names a local client may use as Host
+    # (CORRAL_ALLOWED_HOSTS); see api/origins.py.
+    origins: tuple[str, ...] = field(default_factory=env_origins)
+    allowed_hosts: tuple[str, ...] = field(default_factory=env_allowed_hosts)
 
 
 def default_models_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -23,11 +23,24 @@ routes = web.RouteTableDef()
 MAX_FILE_KEY = 255
 
 
+def valid_file_key(key: str) -> bool:
+    """Go's io/fs.ValidPath, as ollama checks `files`/`adapters` keys: slash-separated
+    elements, none empty, "." or ".." (a lone "." is allowed), no leading or trailing
+    slash; also no backslash, so no Windows path can pass for a name either."""
+    if key == ".":
+        return True
+    if not key or "\\" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
 def _digests(field: str, mapping: dict[str, str] | None) -> dict[str, Digest]:
     out: dict[str, Digest] = {}
     for key, value in (mapping or {}).items():
         if not key or len(key) > MAX_FILE_KEY or "\x00" in key:
             raise bad_request(f"{field}: invalid file name {key[:40]!r}")
+        if not valid_file_key(key):
+            raise bad_request(f"file path must be relative: {key[:200]}")
         try:
             out[key] = Digest(value)
         except InvalidDigest:
