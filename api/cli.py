@@ -164,7 +164,11 @@ ENVIRONMENT = """environment variables:
   CORRAL_KEY               ed25519 key that signs registry token requests (~/.corral/id_ed25519)
   CORRAL_KEEP_ALIVE        how long a model stays loaded after a request (default 5m)
   CORRAL_CONTEXT_LENGTH    num_ctx when neither model nor request sets it (default 4096)
-  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins)
+  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins;
+                           default: the physical cores)
+  CORRAL_NUM_PARALLEL      requests a loaded model serves at once (default 4; lowered to fit
+                           CORRAL_MAX_MEMORY; PARAMETER num_parallel wins)
+  CORRAL_LLAMA_EXTRA_BUFFERS  auto|on|off: llama.cpp's repacked weights (auto: off with AMX)
   CORRAL_MAX_LOADED_MODELS models loaded at once (default 3)
   CORRAL_MAX_MEMORY        memory budget for loaded models, e.g. 8GiB (default 3/4 of RAM)
   CORRAL_MAX_QUEUE         requests waiting per model before 503 (default 512)
