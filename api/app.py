@@ -24,7 +24,7 @@ from api.middleware import (
 )
 from api.origins import OriginPolicy, host_name
 from api.resources import header_timeout, install_repeat_filter, raise_nofile
-from api.routes import blobs, create, health, inference, meta, models, transfer
+from api.routes import blobs, bundles, create, health, inference, meta, models, transfer
 from api.routes.transfer import TRANSFER
 from api.settings import Settings
 from api.state import SETTINGS, STORE
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(meta.routes)
     app.add_routes(models.routes)
     app.add_routes(blobs.routes)
+    app.add_routes(bundles.routes)
     app.add_routes(create.routes)
     inference.setup(app)
     transfer.install(app)

@@ -13,7 +13,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from api import __version__, cli_create, cli_ops, cli_run, cli_transfer, startup
+from api import (
+    __version__,
+    cli_bundle,
+    cli_create,
+    cli_mirror,
+    cli_ops,
+    cli_run,
+    cli_transfer,
+    startup,
+)
 from api.client import Client, ClientError
 from api.humanize import human_bytes, human_time, table
 from api.settings import Settings
@@ -37,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trust_proxy=args.trust_proxy,
         api_key=env.get("CORRAL_API_KEY") or None,
         **cli_ops.settings_fields(args),
+        **cli_mirror.settings_from(args),
     )
     startup.check_environment(env)
     startup.check_models_dir(settings.models)
@@ -166,7 +176,11 @@ ENVIRONMENT = """environment variables:
                            (default api-keys.json beside the model store)
   CORRAL_KEEP_ALIVE        how long a model stays loaded after a request (default 5m)
   CORRAL_CONTEXT_LENGTH    num_ctx when neither model nor request sets it (default 4096)
-  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins)
+  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins;
+                           default: the physical cores)
+  CORRAL_NUM_PARALLEL      requests a loaded model serves at once (default 4; lowered to fit
+                           CORRAL_MAX_MEMORY; PARAMETER num_parallel wins)
+  CORRAL_LLAMA_EXTRA_BUFFERS  auto|on|off: llama.cpp's repacked weights (auto: off with AMX)
   CORRAL_MAX_LOADED_MODELS models loaded at once (default 3)
   CORRAL_MAX_MEMORY        memory budget for loaded models, e.g. 8GiB (default 3/4 of RAM)
   CORRAL_MAX_QUEUE         requests waiting per model before 503 (default 512)
@@ -198,6 +212,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="honour X-Forwarded-Proto/-Host from a reverse proxy in front of the server")
     cli_transfer.add_serve_arguments(p)
     cli_ops.add_serve_arguments(p)
+    cli_mirror.add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -229,6 +244,7 @@ COMMANDS: list[Register] = [
     cli_run.add_parsers,
     cli_transfer.add_parsers,
     cli_ops.add_parsers,
+    cli_bundle.add_parsers,
     _add_models,
 ]
 

@@ -133,7 +133,7 @@ async def push_model(request: web.Request) -> web.StreamResponse:
     state = request.app[TRANSFER]
     events = metered(request.app, "push", name.display_shortest(), push(
         request.app[STORE], name, insecure=bool(req.insecure),
-        transport=state.get_transport(), options=state.get_options(),
+        transport=state.get_transport(), options=state.get_options(), format=req.format or "ollama",
     ))
     return await respond(request, events, stream=req.stream is not False)
 
