@@ -29,12 +29,14 @@ from api.schemas import (
     ExportRequest,
     GenerateRequest,
     GenerateResponse,
+    HealthResponse,
     ImportResponse,
     ListResponse,
     ProcessResponse,
     ProgressResponse,
     PullRequest,
     PushRequest,
+    ReadyResponse,
     ShowRequest,
     ShowResponse,
     VersionResponse,
@@ -104,6 +106,15 @@ OPERATIONS += [
               request=EmbedRequest, response=EmbedResponse, errors=(400, 404, 503)),
     Operation("post", "/api/embeddings", "Legacy: the embedding of one prompt, not normalised",
               request=EmbeddingsRequest, response=EmbeddingsResponse, errors=(400, 404, 503)),
+]
+
+# Operations (README "Metrics and health"); /metrics is Prometheus text format.
+OPERATIONS += [
+    Operation("get", "/metrics", "Prometheus metrics (text format 0.0.4); absent here with "
+              "--metrics-listen, which serves it on its own address", response_content="text/plain"),
+    Operation("get", "/healthz", "The process is up", response=HealthResponse),
+    Operation("get", "/readyz", "Startup finished and the store is reachable; 503 otherwise",
+              response=ReadyResponse, errors=(503,)),
 ]
 
 _ERROR_TEXT = {400: "Invalid input", 404: "Not found", 500: "Server error", 503: "Busy: queue full"}

@@ -24,6 +24,15 @@ class ErrorResponse(BaseModel):
     error: str
 
 
+class HealthResponse(BaseModel):
+    status: str = Field(description="`ok` while the process runs")
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(description="`ready`, or `not ready` (with status 503)")
+    checks: dict[str, str] = Field(description="each check (`startup`, `store`): `ok` or what failed")
+
+
 class VersionResponse(BaseModel):
     version: str = Field(description="The Ollama API version this server is compatible with")
     corral_version: str | None = Field(default=None, description="corral's own version")

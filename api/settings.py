@@ -41,6 +41,23 @@ class Settings:
     origins: tuple[str, ...] = field(default_factory=env_origins)
     allowed_hosts: tuple[str, ...] = field(default_factory=env_allowed_hosts)
 
+    # Operations (README "Metrics", "Authentication", "Limits").
+    metrics: bool = True  # count requests (off: --no-metrics, for benchmarks)
+    metrics_listen: str | None = None  # serve /metrics on this host:port instead of the main one
+    require_auth: bool = False  # every /api and /v1 request needs a signature or an API key
+    api_keys: Path | None = None  # bearer API keys, hashed (default <models>/../api-keys.json)
+    audit_log: Path | None = None  # JSON lines; None = the "corral.audit" logger only
+    auth_window_s: int = 120  # accepted clock skew of signed requests
+    quotas: tuple[tuple[str, int], ...] = ()  # (namespace or "*", bytes)
+    infer_rate: float = 0.0  # inference requests per second per identity (0 = unlimited)
+    max_download_rate: int = 0  # bytes/s, pulls made and blob downloads served (0 = unlimited)
+    max_upload_rate: int = 0  # bytes/s, pushes made and uploads received (0 = unlimited)
+    max_connections: int = 0  # streams per pull (0 = the pull client's default)
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys or default_api_keys_path(self.models)
+
 
 def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
     """CORRAL_MODELS, then OLLAMA_MODELS (an ollama store works as is), then ~/.corral/models."""
@@ -68,3 +85,8 @@ def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, 
     if port and not port.isdigit():
         raise ValueError(f"invalid port in {value!r}")
     return host or DEFAULT_HOST, int(port) if port else default_port
+
+
+def default_api_keys_path(models: Path) -> Path:
+    """Beside the model store, so `corral keys` and `corral serve` agree on it."""
+    return Path(os.environ.get("CORRAL_API_KEYS") or (Path(models).expanduser().parent / "api-keys.json"))

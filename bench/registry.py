@@ -12,6 +12,11 @@ own store on the same disk, and measures for both:
 - manifest GETs and blob HEADs per second at --concurrency clients (a small Go load
   generator, bench/loadgen, so the client costs little CPU on a small machine).
 
+Then the operations cost, on three corral servers in the same run: `--no-metrics` (the
+baseline), metrics on (the default), and `--require-auth` (metrics off), the same manifest
+GET and blob HEAD lines for each, as ratios to the baseline (median of per-round ratios,
+in requests per second and per CPU-second of the server). `--ops-only` runs only these.
+
 Rounds alternate which server goes first; each line reports the median round and the
 CPU the server processes used (from /proc). Prints a Markdown table of corral/docker
 ratios, and JSON with --json. Other work on the machine changes absolute numbers a lot:
@@ -132,13 +137,13 @@ def start_docker_registry(work: Path) -> Server:
     return server
 
 
-def start_corral(work: Path) -> Server:
+def start_corral(work: Path, name: str = "corral", extra: tuple[str, ...] = ()) -> Server:
     port = free_port()
     env = {**os.environ, "CORRAL_NOPRUNE": "1"}
     cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--models", str(work / "corral"), "--anonymous-push"]
+           "--models", str(work / name), "--anonymous-push", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server("corral", f"http://127.0.0.1:{port}", proc)
+    server = Server(name, f"http://127.0.0.1:{port}", proc)
     wait_up(server.url, proc)
     return server
 
@@ -312,6 +317,58 @@ def measure(line: Line, server: Server, fn: Callable[[], float]) -> None:
     line.cpu.setdefault(server.name, []).append(cpu)
 
 
+OPS_SERVERS = (
+    ("baseline", ("--no-metrics",)),
+    ("metrics", ()),
+    ("require-auth", ("--no-metrics", "--require-auth")),
+)
+
+
+def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth.
+
+    Many short rounds, each measuring the three servers back to back in a rotating order,
+    and per-round ratios to the baseline (so a load change between rounds cancels out);
+    besides requests per second, requests per CPU-second of the server, which other load
+    on the machine moves much less."""
+    servers = [start_corral(work, name, extra) for name, extra in OPS_SERVERS]
+    lines = {"manifest": Line(f"manifest GET, {args.concurrency} clients", "req/s"),
+             "head": Line(f"blob HEAD, {args.concurrency} clients", "req/s")}
+    try:
+        seeds = {s.name: seed_manifest(s, "bench/model") for s in servers}
+        for r in range(args.ops_rounds):
+            shift = r % len(servers)
+            for s in servers[shift:] + servers[:shift]:
+                tag, layer = seeds[s.name]
+                measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
+                    loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
+                    args.ops_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
+                measure(lines["head"], s, lambda s=s, layer=layer: rps(
+                    loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
+                    args.ops_seconds, []))
+    finally:
+        for s in servers:
+            s.stop()
+    print()
+    print("| measurement | baseline (--no-metrics) | metrics on | ratio (per CPU-s) "
+          "| --require-auth | ratio (per CPU-s) |")
+    print("|---|---|---|---|---|---|")
+    report: dict[str, object] = {}
+    for key, line in lines.items():
+        base = line.results["baseline"]
+        base_eff = [v / max(c, 1e-9) for v, c in zip(base, line.cpu["baseline"], strict=True)]
+        cells, ratios = [], {}
+        for name, _ in OPS_SERVERS[1:]:
+            vals, cpus = line.results[name], line.cpu[name]
+            ratio = statistics.median(v / b for v, b in zip(vals, base, strict=True))
+            eff = statistics.median(v / max(c, 1e-9) / be for v, c, be in zip(vals, cpus, base_eff, strict=True))
+            ratios[name] = {"throughput": ratio, "per_cpu_second": eff}
+            cells.append(f"{line.median(name):,.0f} {line.unit} | **{ratio:.2f}x** ({eff:.2f}x)")
+        print(f"| {line.name} | {line.median('baseline'):,.0f} {line.unit} | " + " | ".join(cells) + " |")
+        report[key] = {"name": line.name, "results": line.results, "cpu": line.cpu, "ratios": ratios}
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=512)
@@ -321,7 +378,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rps-seconds", type=float, default=5.0)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--workdir", help="where the two stores go (default: a temp dir)")
+    ap.add_argument("--ops-rounds", type=int, default=9)
+    ap.add_argument("--ops-seconds", type=float, default=2.0)
+    ap.add_argument("--ops-only", action="store_true",
+                    help="only the metrics / --require-auth lines (no docker-registry needed)")
     args = ap.parse_args(argv)
+    if args.ops_only:
+        work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
+        try:
+            loadgen = build_loadgen(work)
+            if loadgen is None:
+                print("bench/registry.py --ops-only needs go for its load generator", file=sys.stderr)
+                return 2
+            load_before = os.getloadavg()
+            report = ops_run(work, loadgen, args)
+            load_after = os.getloadavg()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"\ncores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after "
+              f"{load_after[0]:.2f}; median of {args.ops_rounds} rounds of per-round ratios")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
+                                                   "ops": report}, indent=1))
+        return 0
 
     for tool in ("docker-registry",):
         if shutil.which(tool) is None:
@@ -385,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
                     measure(lines["head"], s, lambda s=s, layer=layer: rps(
                         loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
                         args.rps_seconds, []))
+        for s in servers:
+            s.stop()
+        ops = ops_run(work, loadgen, args) if loadgen is not None else None
     finally:
         for s in servers:
             s.stop()
@@ -409,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                        "ratio": c / d}
     if args.json:
         Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
-                                               "lines": report}, indent=1))
+                                               "lines": report, "ops": ops}, indent=1))
     return 0
 
 

@@ -29,6 +29,7 @@ class GCReport:
     removed_files: list[str] = field(default_factory=list)
     skipped_in_flight: list[str] = field(default_factory=list)
     swept: bool = True
+    freed_bytes: int = 0
 
 
 def fix_blob_names(store: Store) -> int:
@@ -86,9 +87,10 @@ def collect(store: Store, grace_seconds: float = GRACE_SECONDS, now: float | Non
             if digest is not None and (digest in refs or not complete):
                 continue
             try:
-                if now - entry.stat(follow_symlinks=False).st_mtime < grace_seconds:
-                    continue
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
+                continue
+            if now - st.st_mtime < grace_seconds:
                 continue
             path = Path(entry.path)
             state = _PARTIAL_STATE.fullmatch(entry.name)
@@ -100,6 +102,7 @@ def collect(store: Store, grace_seconds: float = GRACE_SECONDS, now: float | Non
                 path.unlink()
             except FileNotFoundError:
                 continue
+            report.freed_bytes += st.st_size
             if digest is not None:
                 report.removed_blobs.append(digest)
             else:

@@ -30,6 +30,7 @@ from registry.server.errors import (
     RegistryError,
 )
 from registry.server.state import REGISTRY, RegistryState
+from registry.throttle import ByteRate
 from store.digest import Digest, blob_path
 from store.errors import InvalidDigest
 from store.names import DEFAULT_NAMESPACE, is_valid_part
@@ -309,6 +310,7 @@ async def pump_body(
     sink: Callable[[bytes], object],
     *,
     max_bytes: int | None = None,
+    rate: ByteRate | None = None,
 ) -> int:
     """Feed the request body to `sink` in large batches, each in a worker thread while the
     next batch is being received. Returns the byte count. Raises BodyTooLong past
@@ -322,6 +324,8 @@ async def pump_body(
             total += len(chunk)
             if max_bytes is not None and total > max_bytes:
                 raise BodyTooLong()
+            if rate is not None:
+                await rate.take(len(chunk))
             pending.append(chunk)
             buffered += len(chunk)
             if buffered >= BODY_BATCH:

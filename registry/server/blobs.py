@@ -186,12 +186,11 @@ async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.
         location += "?grant=" + (grant or state.issuer.mint_blob_grant(repo.key, digest, time.time()))
     headers["Location"] = location
     _range(request.headers.get("Range"), body.size)
-    if body.local is not None:
+    if body.local is not None and state.serve_rate is None:
         return _BlobFile(body.local, body.size, headers)
     if body.live is not None:
         return await _live(request, body, headers)
-    assert body.key is not None
-    return await _stream(request, state, body.key, body.size, headers)
+    return await _stream(request, state, body.key or blob_key(digest), body.size, headers)
 
 
 def _span(header: str | None, size: int, headers: dict[str, str]) -> tuple[int, int, int]:
@@ -251,12 +250,16 @@ async def _stream(
     response.content_length = last - first + 1
     await response.prepare(request)
     f = await asyncio.to_thread(state.driver.open_read, key, first)
+    rate = state.serve_rate  # --max-download-rate: small pieces keep the rate smooth
+    piece = 1 << 20 if rate is None else min(1 << 20, max(16 * 1024, rate.burst))
     try:
         remaining = last - first + 1
         while remaining > 0:
-            chunk = await asyncio.to_thread(f.read, min(remaining, 1 << 20))
+            chunk = await asyncio.to_thread(f.read, min(remaining, piece))
             if not chunk:
                 break
+            if rate is not None:
+                await rate.take(len(chunk))
             await response.write(chunk)
             remaining -= len(chunk)
     finally:

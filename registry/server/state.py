@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from registry.auth import AuthorizedKeys, AuthorizedKeysFile, NonceCache, TokenIssuer
+from registry.throttle import ByteRate
 from store.driver import StorageDriver
 from store.names import is_valid_part
 from store.store import Store
 
 if TYPE_CHECKING:
     from registry.server.base import RepoName
+    from registry.server.quota import QuotaLedger
     from registry.server.repository import LocalRepository
 
 log = logging.getLogger("corral.registry")
@@ -107,6 +109,10 @@ class RegistryState:
         self.uploads = UploadSessions(driver, config.upload_idle_s)
         # Local drivers answer stat() in microseconds: call them on the event loop.
         self.inline_io = driver.local_path("blobs") is not None
+        # Operations limits, set by the server when configured (README "Limits").
+        self.quota: QuotaLedger | None = None
+        self.serve_rate: ByteRate | None = None  # blob bytes sent to clients
+        self.receive_rate: ByteRate | None = None  # upload bytes received
 
     @property
     def issuer(self) -> TokenIssuer:

@@ -55,12 +55,14 @@ from registry.server.base import (
 from registry.server.errors import (
     BLOB_UPLOAD_INVALID,
     BLOB_UPLOAD_UNKNOWN,
+    DENIED,
     DIGEST_INVALID,
     RANGE_INVALID,
     TOOMANYREQUESTS,
     RegistryError,
 )
 from registry.server.wire import UploadInfo
+from registry.throttle import ByteRate
 from store.digest import Digest
 from store.driver import PathNotFound, StorageDriver, WriterBusy
 
@@ -185,6 +187,8 @@ class UploadSessions:
         *,
         expect_start: int | None,
         expect_length: int | None,
+        limit: int | None = None,
+        rate: ByteRate | None = None,
     ) -> int:
         """Append the request body to the session; return the new offset.
 
@@ -215,11 +219,15 @@ class UploadSessions:
                     h.size += len(data)
 
             try:
-                n = await pump_body(request, sink, max_bytes=expect_length)
+                n = await pump_body(request, sink, max_bytes=expect_length if limit is None else limit,
+                                    rate=rate)
                 if expect_length is not None and n != expect_length:
                     raise size_error(f"body has {n} bytes, Content-Range says {expect_length}")
             except BaseException as exc:
                 await asyncio.to_thread(writer.truncate, start)
+                if isinstance(exc, BodyTooLong) and limit is not None:
+                    raise RegistryError(DENIED, f"storage quota exceeded: the body is longer than the "
+                                                f"{limit} bytes left") from None
                 if isinstance(exc, BodyTooLong):
                     raise size_error(f"body is longer than Content-Range's {expect_length} bytes") from None
                 if isinstance(exc, BodyIncomplete):
@@ -405,7 +413,15 @@ async def _append(request: web.Request, repo: RepoName, upload_id: str) -> int:
     state = state_of(request)
     start, length = _range_of(request)
     try:
-        return await state.repository(repo).uploads.append(request, upload_id, expect_start=start, expect_length=length)
+        uploads = state.repository(repo).uploads
+        if state.quota is None:
+            return await uploads.append(request, upload_id, expect_start=start,
+                                        expect_length=length, rate=state.receive_rate)
+        async with state.quota.reserve(repo.namespace, length) as limit:
+            offset = await uploads.append(request, upload_id, expect_start=start,
+                                          expect_length=length, limit=limit, rate=state.receive_rate)
+        state.quota.staged(upload_id, repo.namespace, offset)
+        return offset
     except RangeMismatch as exc:
         raise RegistryError(
             RANGE_INVALID,
@@ -465,6 +481,8 @@ async def _finish(request: web.Request, repo: RepoName, upload_id: str, expected
     state = state_of(request)
     try:
         digest, _ = await asyncio.to_thread(state.repository(repo).uploads.commit, upload_id, expected)
+        if state.quota is not None:
+            state.quota.committed(upload_id, repo.namespace, digest)
     except WriterBusy:
         raise RegistryError(RANGE_INVALID, "another request is writing to this upload; retry", status=416) from None
     except DigestMismatch as exc:
@@ -499,6 +517,8 @@ async def handle(request: web.Request, repo: RepoName, upload_id_text: str) -> w
     if method == "DELETE":
         if not await asyncio.to_thread(state.repository(repo).uploads.discard, upload_id):
             raise RegistryError(BLOB_UPLOAD_UNKNOWN)
+        if state.quota is not None:
+            state.quota.discarded(upload_id)
         return web.Response(status=204, headers={"Content-Length": "0"})
     raise RegistryError(BLOB_UPLOAD_INVALID, status=405)
 
