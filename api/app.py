@@ -9,9 +9,10 @@ import os
 from aiohttp import web
 
 from api.middleware import errors, host_check, mutation_guard, path_guard
-from api.routes import blobs, create, inference, meta, models, transfer
+from api.routes import anthropic, blobs, create, inference, meta, models, openai, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
+from api.v1_common import v1_errors
 from registry.server import registry_guard, setup_registry
 from store.gc import collect, fix_blob_names
 from store.store import Store
@@ -21,7 +22,7 @@ log = logging.getLogger("corral")
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[registry_guard, path_guard, host_check(settings.host, _registry_names(settings)),
+        middlewares=[registry_guard, v1_errors, path_guard, host_check(settings.host, _registry_names(settings)),
                      mutation_guard(settings.api_key), errors],
         client_max_size=32 * 1024 * 1024,
     )
@@ -33,6 +34,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(blobs.routes)
     app.add_routes(create.routes)
     inference.setup(app)
+    app.add_routes(openai.routes)
+    app.add_routes(anthropic.routes)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
     setup_registry(app, settings, store)

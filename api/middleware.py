@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from api.errors import APIError, status_of
+from api.errors import APIError, error_of
 from api.responses import error_response
+from runtime.errors import InferenceError
 from store.errors import StoreError
 
 log = logging.getLogger("corral.api")
@@ -25,8 +26,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except APIError as exc:
         return error_response(exc.status, exc.message)
-    except StoreError as exc:
-        return error_response(status_of(exc), str(exc))
+    except (StoreError, InferenceError) as exc:
+        return error_response(*error_of(exc))
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith("/api"):
             raise

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.errors import InferenceError
 from runtime.runner.protocol import LoadSpec, Sampling
 from store.options import DEFAULT_NUM_CTX, OptionError, default_options, validate_options
 
@@ -44,8 +45,10 @@ DEFAULT_KEEP_ALIVE = 300.0
 _EXTRA_FLOAT = ("mirostat_tau", "mirostat_eta")
 
 
-class KeepAliveError(ValueError):
+class KeepAliveError(InferenceError, ValueError):
     """A keep_alive value ollama would refuse (the API answers 400)."""
+
+    default_status = 400
 
 
 # -- durations -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from api.errors import bad_request, not_found
 from api.requests import parse_name, read_json
 from api.responses import json_response
 from api.schemas import CopyRequest, DeleteRequest, ListModel, ListResponse, ShowRequest
-from api.show import build_show
+from api.show import build_show, model_capabilities
 from api.state import STORE
 from store.errors import ModelNotFound
 from store.store import Store
@@ -30,6 +30,7 @@ def _list(store: Store) -> ListResponse:
                 size=m.manifest.total_size,
                 digest=m.id,
                 details=store.details(m),
+                capabilities=model_capabilities(store, m) or None,
             )
         )
     return ListResponse(models=entries)

@@ -13,6 +13,8 @@ and fails the request in flight.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import ctypes
 import os
@@ -57,6 +59,7 @@ class Worker:
         self.channel = channel
         self.llm: Any = None
         self.embedding_only = False
+        self.projector: str | None = None
         # How many leading cached tokens were evaluated in batches (see _reuse_prefix).
         self.batch_valid = 0
         self.cancelled: set[int] = set()
@@ -112,6 +115,7 @@ class Worker:
 
         started = time.perf_counter_ns()
         self.embedding_only = bool(msg.get("embedding"))
+        self.projector = msg.get("projector_path")
         n_batch = int(msg["n_batch"])
         self.llm = llama_cpp.Llama(
             model_path=str(msg["model_path"]),
@@ -296,6 +300,7 @@ class Worker:
         n_ctx = llm.n_ctx()
         keep = int(s.get("num_keep", 4))
         prompt = str(msg.get("prompt", ""))
+        _check_images(msg.get("images") or [], self.projector)
         tokens = self._fit_prompt(self._tokenize(prompt), keep, bool(msg.get("truncate", True)))
         n_prompt = len(tokens)
         if n_prompt == 0:
@@ -322,6 +327,9 @@ class Worker:
             self.batch_valid = llm.n_tokens
         prompt_done = time.perf_counter_ns()
 
+        want_logprobs = bool(msg.get("logprobs"))
+        top_n = max(0, min(20, int(msg.get("top_logprobs") or 0)))
+        pending: list[dict[str, Any]] = []  # logprobs of tokens whose text is not sent yet
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # decoded text that might still turn out to start a stop sequence
         output: list[str] = []
@@ -344,12 +352,14 @@ class Worker:
                 reason = "stop"
                 break
             count += 1
+            if want_logprobs:
+                pending.append(self._logprob(token, top_n))
             held += decoder.decode(self._piece(token))
             stop_at = _find_stop(held, stops)
             if stop_at is not None:
                 if stop_at:
                     output.append(held[:stop_at])
-                    send({"id": request_id, "piece": held[:stop_at]})
+                    send(_piece_message(request_id, held[:stop_at], pending))
                 held = ""
                 reason = "stop"
                 matched_stop = True
@@ -359,14 +369,14 @@ class Worker:
                 piece = held[:cut]
                 held = held[cut:]
                 output.append(piece)
-                send({"id": request_id, "piece": piece})
+                send(_piece_message(request_id, piece, pending))
             llm.eval([token])
         if not matched_stop:
             # Text held back as a possible start of a stop sequence turned out not to be.
             held += decoder.decode(b"", final=True)
             if held and reason != "cancel":
                 output.append(held)
-                send({"id": request_id, "piece": held})
+                send(_piece_message(request_id, held, pending))
         return self._done(request_id, reason, n_prompt, started, prompt_done, count, prompt,
                           "".join(output), msg)
 
@@ -397,6 +407,28 @@ class Worker:
             # As ollama does: the tokens of the prompt followed by the answer.
             reply["context"] = self._tokenize(prompt + output, add_bos=False)
         return reply
+
+    def _logprob(self, token: int, top_n: int) -> dict[str, Any]:
+        """The sampled token's log probability (from the raw logits of the last position)
+        and the `top_n` likeliest tokens', as the protocol's logprobs entries."""
+        import llama_cpp
+        import numpy as np
+
+        n_vocab = self.llm.n_vocab()
+        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+        peak = float(logits.max())
+        logz = peak + float(np.log(np.exp(logits - peak).sum()))
+        entry = self._token_entry(token, float(logits[token]) - logz)
+        if top_n:
+            best = np.argpartition(-logits, min(top_n, n_vocab - 1))[:top_n]
+            best = best[np.argsort(-logits[best], kind="stable")]
+            entry["top_logprobs"] = [self._token_entry(int(t), float(logits[t]) - logz) for t in best]
+        return entry
+
+    def _token_entry(self, token: int, logprob: float) -> dict[str, Any]:
+        data = self._piece(token)
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
 
     # -- embeddings ----------------------------------------------------------------------
 
@@ -449,6 +481,31 @@ class Worker:
             if not self.embedding_only:
                 llama_cpp.llama_set_embeddings(ctx, False)
         return {"embeddings": vectors, "counts": counts}
+
+
+def _piece_message(request_id: int, piece: str, pending: list[dict[str, Any]]) -> dict[str, Any]:
+    """A piece, carrying the logprobs of the tokens it completes (and emptying `pending`)."""
+    message: dict[str, Any] = {"id": request_id, "piece": piece}
+    if pending:
+        message["logprobs"] = list(pending)
+        pending.clear()
+    return message
+
+
+def _check_images(images: list[Any], projector: str | None) -> None:
+    """Images need a projector and llama.cpp's multimodal library, which this runner does
+    not drive yet; a malformed image is refused as the contract says (400)."""
+    for image in images:
+        try:
+            data = base64.b64decode(str(image), validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError("invalid image: not base64") from None
+        if not data:
+            raise RequestError("invalid image: empty")
+    if images and projector is None:
+        raise RequestError("this model does not support image input: it has no vision projector")
+    if images:
+        raise RequestError("this runner cannot run image input yet", 501)
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

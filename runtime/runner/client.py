@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import InferenceError
 from runtime.runner.protocol import MAX_LINE, CompleteSpec, LoadSpec, decode, encode
 
 log = logging.getLogger("corral.runner")
@@ -33,13 +34,11 @@ CRASH_MESSAGE = (
 )
 
 
-class RunnerError(Exception):
+class RunnerError(InferenceError):
     """A request the runner refused or could not finish; `status` is the HTTP status."""
 
     def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
 
 
 class RunnerCrashed(RunnerError):

@@ -19,6 +19,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+# One marker per image in a prompt, in the order of CompleteSpec.images.
+IMAGE_MARKER = "<__media__>"
+
 # A single protocol line may hold a batch of embeddings: allow large lines.
 MAX_LINE = 256 * 1024 * 1024
 
@@ -41,6 +44,8 @@ class LoadSpec:
     # True for embedding-only models (BERT-like): the context is created for embeddings.
     # Generative models compute embeddings by switching the context mode per request.
     embedding: bool = False
+    # A model's projector blob path; None = no vision.
+    projector_path: str | None = None
 
     def message(self) -> dict[str, Any]:
         return {"op": "load", **asdict(self)}
@@ -81,10 +86,16 @@ class CompleteSpec:
     truncate: bool = True
     # Slide the context window when generation fills it, instead of stopping.
     shift: bool = True
+    # Log probabilities of each sampled token (and of the `top_logprobs` likeliest).
+    logprobs: bool = False
+    top_logprobs: int = 0
+    # Base64-encoded image files, in prompt order (one IMAGE_MARKER each in the prompt).
+    images: tuple[str, ...] = ()
 
     def message(self, request_id: int) -> dict[str, Any]:
         data = asdict(self)
         data["sampling"]["stop"] = list(self.sampling.stop)
+        data["images"] = list(self.images)
         return {"op": "complete", "id": request_id, **data}
 
 
