@@ -75,9 +75,15 @@ def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callabl
     return middleware
 
 
+# OpenAI clients percent-encode the model id, whose slashes (alice/tiny:v1) are part of it.
+_ENCODED_SLASH_OK = "/v1/models/"
+
+
 def _suspicious(raw_path: str) -> bool:
     lowered = raw_path.split("?", 1)[0].lower()
-    if "%2f" in lowered or "%5c" in lowered or "\\" in lowered or "%00" in lowered:
+    if "%5c" in lowered or "\\" in lowered or "%00" in lowered:
+        return True
+    if "%2f" in lowered and not lowered.startswith(_ENCODED_SLASH_OK):
         return True
     for segment in lowered.split("/"):
         decoded = segment.replace("%2e", ".")
