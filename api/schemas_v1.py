@@ -130,3 +130,31 @@ class CountTokensRequest(V1Request):
     system: str | list[dict[str, Any]] | None = None
     tools: list[AnthropicTool] | None = None
     thinking: dict[str, Any] | None = None
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Errors of the OpenAI-compatible paths."""
+
+    error: OpenAIErrorBody
+
+
+class AnthropicErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    """Errors of /v1/messages."""
+
+    type: Literal["error"] = "error"
+    error: AnthropicErrorBody
