@@ -49,6 +49,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory, tiny_f16: bytes) -> Iterator[T
     write_model(root, (HOST, "library", "tiny-json-tools", "latest"), tiny_f16, template=JSON_TOOLS_TEMPLATE)
     write_model(root, (HOST, "library", "tiny-think", "latest"), tiny_f16, template=THINK_TEMPLATE)
     write_model(root, (HOST, "alice", "tiny", "v1"), tiny_f16, template=CHATML)
+    write_model(root, (HOST, "library", "tiny-sys", "latest"), tiny_f16, template=CHATML,
+                system="You are a tiny test model with a rather long system prompt.",
+                params={"num_ctx": 1536, "num_predict": 3})
     with ThreadedServer(Settings(models=root, host="127.0.0.1", port=free_port())) as s:
         yield s
 
@@ -236,6 +239,37 @@ def test_langchain_chat_openai(srv: ThreadedServer) -> None:
     assert msg.tool_calls[0]["args"]["city"] in ("Paris", "Rome")
     plain = llm.invoke("hi")
     assert isinstance(plain.content, str)
+
+
+def test_shares_model_defaults_scheduler_and_rules(client: openai.OpenAI, srv: ThreadedServer) -> None:
+    # The model's SYSTEM and PARAMETERs (num_predict 3, num_ctx 1536) apply to /v1 as to /api.
+    with_system = client.chat.completions.create(model="tiny-sys", messages=MSGS, seed=1)
+    plain = client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=3, seed=1)
+    assert with_system.usage.prompt_tokens > plain.usage.prompt_tokens
+    assert with_system.usage.completion_tokens <= 3
+    api = httpx.post(srv.url + "/api/chat", timeout=60, json={
+        "model": "tiny-sys", "messages": MSGS, "stream": False, "options": {"seed": 1}}).json()
+    assert api["prompt_eval_count"] == with_system.usage.prompt_tokens
+    assert api["message"]["content"] == with_system.choices[0].message.content
+    # One scheduler: the runner /v1 used is the one /api/ps lists, with the model's context.
+    ps = {m["model"]: m for m in httpx.get(srv.url + "/api/ps").json()["models"]}
+    assert ps["tiny-sys:latest"]["context_length"] == 1536
+    # The Host rule of /api holds on /v1, answered in OpenAI's shape.
+    r = httpx.post(srv.url + "/v1/chat/completions", headers={"Host": "evil.example.com"},
+                   json={"model": "tiny", "messages": MSGS})
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    unknown = httpx.get(srv.url + "/v1/nosuch")
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
+
+
+def test_stop(client: openai.OpenAI) -> None:
+    free = client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=20, temperature=0)
+    text = free.choices[0].message.content
+    assert len(text) > 3
+    stop = text[2:4]
+    cut = client.chat.completions.create(model="tiny", messages=MSGS, max_tokens=20, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == text[: text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
 
 
 TINY_PNG = base64.b64encode(bytes.fromhex(
