@@ -64,8 +64,9 @@ def anthropic_messages(messages: list[dict[str, Any]], system: str | list[dict[s
             if kind == "text":
                 texts.append(str(block.get("text", "")))
             elif kind == "image":
-                source = block.get("source") or {}
-                if source.get("type") != "base64" or not isinstance(source.get("data"), str):
+                source = block.get("source")
+                if not isinstance(source, dict) or source.get("type") != "base64" \
+                        or not isinstance(source.get("data"), str):
                     raise BadInferenceRequest(f"{where}: only base64 image sources are supported")
                 images.append(source["data"])
             elif kind == "thinking":

@@ -117,7 +117,10 @@ def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if m.get("reasoning"):
                 msg["thinking"] = str(m["reasoning"])
             calls = []
-            for call in m.get("tool_calls") or []:
+            raw_calls = m.get("tool_calls") or []
+            if not isinstance(raw_calls, list):
+                raise BadInferenceRequest(f"invalid tool_calls in {where}: expected a list")
+            for call in raw_calls:
                 if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
                     raise BadInferenceRequest(f"invalid tool_calls in {where}")
                 fn = call["function"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from api.v1_common import anthropic_error, data_url_image, openai_error, tool_arguments
 from runtime.errors import BadInferenceRequest, InferenceError, ModelMissing
@@ -86,3 +88,58 @@ def test_response_log_is_bounded(tmp_path: Path) -> None:
     assert log.get("../../etc/passwd") is None
     with pytest.raises(ValueError):
         log.put("../x", [])
+
+
+# Any JSON value a client may send in messages: the mappers answer or refuse with a 400,
+# never fail otherwise (a 500 for bad input).
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.sampled_from(
+        ["text", "image", "tool_use", "tool_result", "image_url", "input_text", "input_image", "message",
+         "function_call", "function_call_output", "thinking", "base64", "data:image/png;base64,aGk=",
+         '{"a": 1}']),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["role", "content", "type", "text", "image_url", "url", "source", "data",
+                         "tool_calls", "function", "name", "arguments", "id", "tool_call_id", "input",
+                         "tool_use_id", "call_id", "output", "reasoning", "thinking"]), inner, max_size=4),
+    max_leaves=12,
+)
+_roles = st.sampled_from(["user", "assistant", "user", "assistant", "system", "tool", "developer", "x"])
+_KEYS = ["text", "image_url", "source", "tool_calls", "name", "arguments", "id", "input", "tool_use_id",
+         "call_id", "output", "thinking", "content", "function"]
+_block = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "image", "tool_use", "tool_result", "image_url", "input_text",
+                              "input_image", "message", "function_call", "function_call_output", "thinking",
+                              "x"])},
+    optional={k: _json for k in _KEYS} | {"role": _roles})
+_message = st.fixed_dictionaries(
+    {"role": _roles},
+    optional={"content": st.one_of(_json, st.lists(_block, max_size=3)), "tool_calls": _json,
+              "tool_call_id": _json, "reasoning": _json, "type": st.sampled_from(
+                  ["message", "function_call", "function_call_output"])})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_message, max_size=4))
+def test_openai_messages_never_crash(messages: list[dict]) -> None:
+    from api.routes.openai import chat_messages, responses_input
+
+    for mapper in (chat_messages, responses_input):
+        try:
+            out = mapper(messages)
+        except BadInferenceRequest:
+            continue
+        assert all(isinstance(m, dict) and isinstance(m.get("content", ""), str) for m in out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_message, max_size=4), st.one_of(st.none(), st.text(max_size=5)))
+@example([{"role": "user", "content": [{"type": "image", "source": "x"}]}], None)
+@example([{"role": "user", "content": [{"type": "tool_result", "content": [1, {"text": 2}]}]}], None)
+def test_anthropic_messages_never_crash(messages: list[dict], system: str | None) -> None:
+    from api.routes.anthropic import anthropic_messages
+
+    try:
+        out = anthropic_messages(messages, system)
+    except BadInferenceRequest:
+        return
+    assert all(isinstance(m.get("content", ""), str) for m in out)
