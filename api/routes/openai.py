@@ -439,6 +439,9 @@ def responses_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     for t in tools or []:
         if t.get("type") != "function" or not isinstance(t.get("name"), str):
             raise BadInferenceRequest("only function tools ({type: function, name, parameters}) are supported")
+        if not isinstance(t.get("parameters") or {}, dict) or not isinstance(t.get("description") or "", str):
+            raise BadInferenceRequest(f"invalid function tool {t['name']!r}: parameters must be an object "
+                                      "and description a string")
         out.append({"type": "function", "function": {"name": t["name"], "description": t.get("description"),
                                                       "parameters": t.get("parameters") or {"type": "object"}}})
     return out
