@@ -155,7 +155,7 @@ class Target:
 
     def ref(self, n_ctx: int) -> ModelRef:
         return ModelRef(name=self.name.display_shortest(), digest=self.model.id, details=self.details,
-                        size=self.info.memory_estimate(n_ctx))
+                        size=self.info.memory_estimate(n_ctx), kv_size=self.info.kv_size(n_ctx))
 
     def renderer(self) -> Renderer:
         return cached_renderer(self.parts.template, self.info.chat_template, self.info.bos_token,
@@ -182,7 +182,7 @@ def decode_images(images: list[str]) -> None:
     """Images must at least be base64; the runner judges the decoded file (contract)."""
     for image in images:
         try:
-            data = base64.b64decode(image, validate=True)
+            data = base64.b64decode("".join(image.split()), validate=True)
         except (binascii.Error, ValueError):
             raise BadInferenceRequest("invalid image data: not base64") from None
         if not data:
@@ -225,10 +225,13 @@ class InferenceService:
         except ModelNotFound:
             raise ModelMissing(missing or f"model '{text}' not found") from None
         except OSError as exc:
-            raise InferenceError(f"cannot read model '{text}': {exc}") from None
+            raise InferenceError(f"cannot read model '{text}': {exc.strerror or type(exc).__name__}") from None
 
     async def acquire(self, target: Target, resolved: Resolved) -> Lease:
-        return await self.scheduler.acquire(target.ref(resolved.load.n_ctx), resolved.load)
+        spec = dataclasses.replace(resolved.load, model_name=target.name.display_shortest(),
+                                   projector_path=target.projector)
+        return await self.scheduler.acquire(target.ref(resolved.load.n_ctx), spec,
+                                            parallel_explicit=resolved.parallel_explicit)
 
     def options_of(self, target: Target, options: dict[str, Any] | None) -> Resolved:
         try:
@@ -237,9 +240,6 @@ class InferenceService:
                                        embedding_only=target.info.embedding_only)
         except OptionError as exc:
             raise BadInferenceRequest(str(exc)) from None
-        if target.projector is not None:
-            load = dataclasses.replace(resolved.load, projector_path=target.projector)
-            resolved = dataclasses.replace(resolved, load=load)
         return resolved
 
     # -- completions ---------------------------------------------------------------------------
@@ -273,7 +273,8 @@ class InferenceService:
         images = list(req.images) if req.kind == "generate" else \
             [i for m in req.messages for i in m.get("images") or []]
         if images:
-            if target.projector is None and "vision" not in target.info.capabilities:
+            # Images need a projector layer (a model whose GGUF embeds its vision tower is not run).
+            if target.projector is None:
                 raise BadInferenceRequest(
                     f'"{req.model}" does not support image input: it has no vision projector')
             decode_images(images)
@@ -326,6 +327,13 @@ def _counter(runner: Runner, loop: asyncio.AbstractEventLoop) -> Callable[[str],
         return len(asyncio.run_coroutine_threadsafe(runner.tokenize(text), loop).result())
 
     return count
+
+
+def images_in(prompt: str, images: list[str]) -> tuple[str, ...]:
+    """The images whose markers survived into the prompt: the last ones (truncation drops the
+    oldest messages first)."""
+    n = prompt.count(IMAGE_MARKER)
+    return tuple(images[len(images) - n:]) if n else ()
 
 
 def _with_markers(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -440,7 +448,7 @@ class Prepared:
             spec = CompleteSpec(prompt=prompt, sampling=resolved.sampling, format=self.format,
                                 want_context=req.kind == "generate" and not req.raw, truncate=truncate,
                                 shift=req.shift is None or req.shift, logprobs=req.logprobs,
-                                top_logprobs=req.top_logprobs, images=tuple(self.images))
+                                top_logprobs=req.top_logprobs, images=images_in(prompt, self.images))
             pending: list[dict[str, Any]] = []
             async for item in runner.complete(spec):
                 pending.extend(item.get("logprobs") or [])
