@@ -340,21 +340,28 @@ def test_bad_v1_requests(srv: ThreadedServer, path: str, body: object, status: i
     assert isinstance(r.json()["error"]["message"], str)
 
 
-@pytest.mark.xfail(reason="image input runs in issue-9's multimodal runner (mtmd); this branch's "
-                   "runner answers 501 for a model with a projector", strict=False)
-def test_image_on_projector_model(tmp_path: Path, tiny_f16: bytes) -> None:
-    from tests import tinymodel
+def test_image_data_url_on_projector_model(tmp_path: Path, tiny_f16: bytes) -> None:
+    from tests.tinyprojector import png_bytes, write_tiny_projector
 
-    projector = tinymodel.tiny_projector_bytes()  # type: ignore[attr-defined]
+    projector = write_tiny_projector(tmp_path / "mmproj.gguf").read_bytes()
     root = tmp_path / "models"
     write_model(root, (HOST, "library", "tiny-vision", "latest"), tiny_f16, template=CHATML,
                 projector=projector)
+    image = base64.b64encode(png_bytes(40, 30, seed=1)).decode()
     with ThreadedServer(Settings(models=root, host="127.0.0.1", port=free_port())) as s:
         c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=60)
         content = [{"type": "text", "text": "what is it?"},
-                   {"type": "image_url", "image_url": {"url": "data:image/png;base64," + TINY_PNG}}]
-        r = c.chat.completions.create(model="tiny-vision", max_tokens=4, temperature=0,
-                                      messages=[{"role": "user", "content": content}])
-        text_only = c.chat.completions.create(model="tiny-vision", max_tokens=4, temperature=0,
-                                              messages=[{"role": "user", "content": "what is it?"}])
-        assert r.usage.prompt_tokens > text_only.usage.prompt_tokens
+                   {"type": "image_url", "image_url": {"url": "data:image/png;base64," + image}}]
+        seen = c.chat.completions.create(model="tiny-vision", max_tokens=6, temperature=0,
+                                         messages=[{"role": "user", "content": content}])
+        plain = c.chat.completions.create(model="tiny-vision", max_tokens=6, temperature=0,
+                                          messages=[{"role": "user", "content": "what is it?"}])
+        # The image's tokens (16 for the tiny projector) reach the model and change its answer.
+        assert seen.usage.prompt_tokens == plain.usage.prompt_tokens + 16
+        assert seen.choices[0].message.content != plain.choices[0].message.content
+        bad = httpx.post(s.url + "/v1/chat/completions", timeout=60, json={
+            "model": "tiny-vision", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}]}]})
+        assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+        assert c.chat.completions.create(model="tiny-vision", max_tokens=2,
+                                         messages=[{"role": "user", "content": "still there?"}]).choices
