@@ -1,7 +1,9 @@
 """`/api/generate` and `/api/chat` answer byte for byte as recorded.
 
 The transcripts in transcripts/api_inference.json were recorded from the handlers before
-the inference logic moved into runtime/service.py; this test holds the encoders to them.
+the inference logic moved into runtime/service.py (re-recorded from main's handlers after
+main's runtime changed its default options and runner), with the same runtime under
+both; this test holds the encoders to them.
 Only what changes from run to run is normalised: `created_at`, durations, the
 `load_duration` that depends on whether the model was already loaded, and tool call ids.
 Set CORRAL_RECORD_TRANSCRIPTS=1 to write the file again.
