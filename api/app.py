@@ -20,7 +20,7 @@ from api.middleware import (
 )
 from api.origins import OriginPolicy, host_name
 from api.resources import header_timeout, install_repeat_filter, raise_nofile
-from api.routes import anthropic, blobs, create, inference, meta, models, openai, transfer
+from api.routes import anthropic, blobs, bundles, create, inference, meta, models, openai, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from api.v1_common import v1_errors
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(meta.routes)
     app.add_routes(models.routes)
     app.add_routes(blobs.routes)
+    app.add_routes(bundles.routes)
     app.add_routes(create.routes)
     inference.setup(app)
     app.add_routes(openai.routes)

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from api import __version__, cli_create, cli_run, cli_transfer, startup
+from api import __version__, cli_bundle, cli_create, cli_mirror, cli_run, cli_transfer, startup
 from api.client import Client, ClientError
 from api.humanize import human_bytes, human_time, table
 from api.settings import Settings
@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         private=args.private,
         trust_proxy=args.trust_proxy,
         api_key=env.get("CORRAL_API_KEY") or None,
+        **cli_mirror.settings_from(args),
     )
     startup.check_environment(env)
     startup.check_models_dir(settings.models)
@@ -163,7 +164,11 @@ ENVIRONMENT = """environment variables:
   CORRAL_KEY               ed25519 key that signs registry token requests (~/.corral/id_ed25519)
   CORRAL_KEEP_ALIVE        how long a model stays loaded after a request (default 5m)
   CORRAL_CONTEXT_LENGTH    num_ctx when neither model nor request sets it (default 4096)
-  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins)
+  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins;
+                           default: the physical cores)
+  CORRAL_NUM_PARALLEL      requests a loaded model serves at once (default 4; lowered to fit
+                           CORRAL_MAX_MEMORY; PARAMETER num_parallel wins)
+  CORRAL_LLAMA_EXTRA_BUFFERS  auto|on|off: llama.cpp's repacked weights (auto: off with AMX)
   CORRAL_MAX_LOADED_MODELS models loaded at once (default 3)
   CORRAL_MAX_MEMORY        memory budget for loaded models, e.g. 8GiB (default 3/4 of RAM)
   CORRAL_MAX_QUEUE         requests waiting per model before 503 (default 512)
@@ -194,6 +199,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--trust-proxy", action="store_true",
                    help="honour X-Forwarded-Proto/-Host from a reverse proxy in front of the server")
     cli_transfer.add_serve_arguments(p)
+    cli_mirror.add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -224,6 +230,7 @@ COMMANDS: list[Register] = [
     cli_create.add_parser,
     cli_run.add_parsers,
     cli_transfer.add_parsers,
+    cli_bundle.add_parsers,
     _add_models,
 ]
 

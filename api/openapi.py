@@ -26,8 +26,10 @@ from api.schemas import (
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
+    ExportRequest,
     GenerateRequest,
     GenerateResponse,
+    ImportResponse,
     ListResponse,
     ProcessResponse,
     ProgressResponse,
@@ -81,6 +83,12 @@ OPERATIONS: list[Operation] = [
               success=201, extra_success={200: "The blob already exists; the body is not read"},
               errors=(400,), path_params=("digest",), request_content="application/octet-stream"),
     Operation("get", "/api/ps", "Models loaded in memory", response=ProcessResponse),
+    Operation("post", "/api/export", "Stream models as one bundle: an OCI image layout in a tar, "
+              "zstd-compressed unless compress is false", request=ExportRequest,
+              response_content="application/zstd", errors=(400, 404)),
+    Operation("post", "/api/import", "Import a bundle (the request body); every digest is verified "
+              "before anything is written", response=ImportResponse,
+              request_content="application/zstd", errors=(400,)),
     Operation("post", "/api/create", "Create a model from uploaded blobs, a base model and text layers; "
               "NDJSON progress unless stream is false", request=CreateRequest, response=ProgressResponse,
               response_content="application/x-ndjson", errors=(400,)),

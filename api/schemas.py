@@ -145,7 +145,8 @@ class PullRequest(Request):
 
 
 class PushRequest(PullRequest):
-    pass
+    format: Literal["ollama", "modelpack"] | None = Field(
+        default=None, description="manifest to push: ollama's (default) or a CNCF ModelPack one")
 
 
 # --- inference: /api/generate, /api/chat, /api/embed, /api/embeddings -----------------------
@@ -329,3 +330,19 @@ class EmbeddingsRequest(Request):
 
 class EmbeddingsResponse(BaseModel):
     embedding: list[float] = Field(description="not normalised (the legacy endpoint)")
+
+
+class ExportRequest(BaseModel):
+    """`POST /api/export`: the models to put in one bundle, zstd-compressed unless false."""
+
+    models: list[str] = Field(min_length=1, max_length=10_000)
+    compress: bool = True
+
+
+class ImportResponse(BaseModel):
+    """`POST /api/import`: what a bundle added (blobs already stored are not written again)."""
+
+    status: str
+    models: list[str]
+    blobs_written: int
+    blobs_present: int

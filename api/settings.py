@@ -29,6 +29,12 @@ class Settings:
     trust_proxy: bool = False
     # Model management from other machines needs this key (CORRAL_API_KEY); see README.
     api_key: str | None = None
+    # Pull-through mirror (README, "Mirror"): upstreams tried in order, `namespace/model`
+    # patterns it serves, and how long a tag is trusted before it is re-checked upstream.
+    mirrors: tuple[str, ...] = ()
+    mirror_allow: tuple[str, ...] = ()
+    mirror_deny: tuple[str, ...] = ()
+    mirror_ttl: float = 300.0
     # Browser origins allowed besides the local ones (CORRAL_ORIGINS, ollama's
     # OLLAMA_ORIGINS rules), and extra names a local client may use as Host
     # (CORRAL_ALLOWED_HOSTS); see api/origins.py.

@@ -12,6 +12,7 @@ from typing import Any
 
 from store.digest import Digest
 from store.errors import StoreError
+from store.formats import ollama_media_type
 from store.manifest import (
     MEDIA_TYPE_ADAPTER,
     MEDIA_TYPE_LICENSE,
@@ -63,9 +64,9 @@ class ModelParts:
         self.messages: list[dict[str, Any]] = []
         self.licenses: list[str] = []
         for layer in layers:
-            mt = layer.media_type
+            mt = ollama_media_type(layer)  # Docker Model Runner and ModelPack layers too
             if mt == MEDIA_TYPE_MODEL and self.model_path is None:
-                self.model_path = str(store.blobs.path(layer.digest))
+                self.model_path = str(store.layer_path(layer))
             elif mt == MEDIA_TYPE_PROJECTOR:
                 self.projectors.append(str(store.blobs.path(layer.digest)))
             elif mt == MEDIA_TYPE_ADAPTER:

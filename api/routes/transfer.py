@@ -111,7 +111,7 @@ async def push_model(request: web.Request) -> web.StreamResponse:
     state = request.app[TRANSFER]
     events = push(
         request.app[STORE], name, insecure=bool(req.insecure),
-        transport=state.get_transport(), options=state.options,
+        transport=state.get_transport(), options=state.options, format=req.format or "ollama",
     )
     return await respond(request, events, stream=req.stream is not False)
 

@@ -8,8 +8,10 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -17,6 +19,10 @@ from registry.auth import AuthorizedKeys, AuthorizedKeysFile, NonceCache, TokenI
 from store.driver import StorageDriver
 from store.names import is_valid_part
 from store.store import Store
+
+if TYPE_CHECKING:
+    from registry.server.base import RepoName
+    from registry.server.repository import LocalRepository
 
 log = logging.getLogger("corral.registry")
 
@@ -95,6 +101,9 @@ class RegistryState:
             AuthorizedKeysFile(config.authorized_keys) if config.authorized_keys else None
         )
         self.repos = Repos(store, config.host)
+        # Set by `registry.server.mirror.setup_mirror`: a function giving the repository
+        # object for a name (a mirroring one for names the mirror serves).
+        self.repository_factory: Callable[[RepoName], LocalRepository] | None = None
         self.uploads = UploadSessions(driver, config.upload_idle_s)
         # Local drivers answer stat() in microseconds: call them on the event loop.
         self.inline_io = driver.local_path("blobs") is not None
@@ -108,6 +117,14 @@ class RegistryState:
                 if self._issuer is None:
                     self._issuer = TokenIssuer(load_or_create_secret(self.driver))
         return self._issuer
+
+    def repository(self, name: RepoName) -> LocalRepository:
+        """The Repository the handlers call for `name` (see `registry.server.repository`)."""
+        if self.repository_factory is not None:
+            return self.repository_factory(name)
+        from registry.server.repository import LocalRepository
+
+        return LocalRepository(self, name)
 
     def authorized_keys(self) -> AuthorizedKeys | None:
         return self.keys_file.current() if self.keys_file is not None else None
