@@ -24,10 +24,22 @@ from api.middleware import (
 )
 from api.origins import OriginPolicy, host_name
 from api.resources import header_timeout, install_repeat_filter, raise_nofile
-from api.routes import blobs, bundles, create, health, inference, meta, models, transfer
+from api.routes import (
+    anthropic,
+    blobs,
+    bundles,
+    create,
+    health,
+    inference,
+    meta,
+    models,
+    openai,
+    transfer,
+)
 from api.routes.transfer import TRANSFER
 from api.settings import Settings
 from api.state import SETTINGS, STORE
+from api.v1_common import v1_errors
 from registry.server import RegistryState, registry_guard, setup_registry
 from registry.server.quota import QuotaLedger
 from registry.throttle import ByteRate
@@ -55,7 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     counting = [metrics.metrics_middleware(meters)] if settings.metrics else []
     hosts = _local_names(settings)
     app = web.Application(
-        middlewares=[*counting, registry_guard, path_guard, host_check(settings.host, hosts),
+        middlewares=[*counting, registry_guard, v1_errors, path_guard, host_check(settings.host, hosts),
                      cors(OriginPolicy(settings.origins), hosts), content_type_guard,
                      *access, audit_middleware(audit_log, IDENTITY), errors],
         client_max_size=32 * 1024 * 1024,
@@ -74,6 +86,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(bundles.routes)
     app.add_routes(create.routes)
     inference.setup(app)
+    app.add_routes(openai.routes)
+    app.add_routes(anthropic.routes)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
     app.on_startup.append(_announce_auth)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runtime.errors import InferenceError
 from store.errors import (
     BlobNotFound,
     DigestMismatch,
@@ -29,6 +30,15 @@ def bad_request(message: str) -> APIError:
 
 def not_found(message: str) -> APIError:
     return APIError(404, message)
+
+
+def error_of(exc: BaseException) -> tuple[int, str]:
+    """The one mapping of an exception to (HTTP status, message), for every API's shape."""
+    if isinstance(exc, APIError | InferenceError):
+        return exc.status, exc.message
+    if isinstance(exc, StoreError):
+        return status_of(exc), str(exc)
+    return 500, str(exc) or type(exc).__name__
 
 
 def status_of(exc: StoreError) -> int:

@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from api.errors import APIError, status_of
+from api.errors import APIError, error_of
 from api.origins import OriginPolicy, host_allowed, machine_names, origin_authority
-from api.responses import error_response, json_response
+from api.responses import error_response
+from runtime.errors import InferenceError
 from store.errors import StoreError
 
 log = logging.getLogger("corral.api")
@@ -26,8 +27,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except APIError as exc:
         return error_response(exc.status, exc.message)
-    except StoreError as exc:
-        return error_response(status_of(exc), str(exc))
+    except (StoreError, InferenceError) as exc:
+        return error_response(*error_of(exc))
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith(("/api", "/v1")):
             raise
@@ -37,10 +38,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             text = f"method {request.method} not allowed on {request.path}"
         else:
             text = exc.reason.lower()
-        if request.path.startswith("/v1"):
-            # OpenAI's shape, which its clients read (`error.message`).
-            return json_response({"error": {"message": text, "type": "invalid_request_error",
-                                            "param": None, "code": None}}, exc.status)
+        # On /v1 the v1_errors middleware turns this into OpenAI's (or Anthropic's) shape.
         return error_response(exc.status, text)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -156,11 +154,15 @@ async def content_type_guard(request: web.Request, handler: Handler) -> web.Stre
         elif media not in _JSON_TYPES and not (media.startswith("application/") and media.endswith("+json")):
             return error_response(415, "this endpoint needs Content-Type: application/json")
     return await handler(request)
+# OpenAI clients percent-encode the model id, whose slashes (alice/tiny:v1) are part of it.
+_ENCODED_SLASH_OK = "/v1/models/"
 
 
 def _suspicious(raw_path: str) -> bool:
     lowered = raw_path.split("?", 1)[0].lower()
-    if "%2f" in lowered or "%5c" in lowered or "\\" in lowered or "%00" in lowered:
+    if "%5c" in lowered or "\\" in lowered or "%00" in lowered:
+        return True
+    if "%2f" in lowered and not lowered.startswith(_ENCODED_SLASH_OK):
         return True
     for segment in lowered.split("/"):
         decoded = segment.replace("%2e", ".")

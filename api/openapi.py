@@ -41,6 +41,16 @@ from api.schemas import (
     ShowResponse,
     VersionResponse,
 )
+from api.schemas_v1 import (
+    AnthropicErrorResponse,
+    ChatCompletionRequest,
+    CompletionRequest,
+    CountTokensRequest,
+    EmbeddingRequest,
+    MessagesRequest,
+    OpenAIErrorResponse,
+    ResponsesRequest,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class Operation:
     extra_success: dict[int, str] = field(default_factory=dict)
     path_params: tuple[str, ...] = ()
     request_content: str = "application/json"
+    error_model: type[BaseModel] = ErrorResponse
 
 
 OPERATIONS: list[Operation] = [
@@ -117,6 +128,31 @@ OPERATIONS += [
               response=ReadyResponse, errors=(503,)),
 ]
 
+# OpenAI- and Anthropic-compatible paths: encoders over the same inference service.
+_V1 = {"errors": (400, 404, 503), "error_model": OpenAIErrorResponse}
+OPERATIONS += [
+    Operation("post", "/v1/chat/completions", "OpenAI chat completions: tools with tool_choice enforced by "
+              "a grammar, n, response_format, logprobs, reasoning_effort; SSE ending `data: [DONE]` when "
+              "stream is true", request=ChatCompletionRequest, response_content="application/json",
+              **_V1),  # type: ignore[arg-type]
+    Operation("post", "/v1/completions", "OpenAI legacy completions (prompt, suffix, logprobs; SSE when "
+              "stream is true)", request=CompletionRequest, **_V1),  # type: ignore[arg-type]
+    Operation("post", "/v1/embeddings", "OpenAI embeddings: float or base64, dimensions",
+              request=EmbeddingRequest, **_V1),  # type: ignore[arg-type]
+    Operation("get", "/v1/models", "OpenAI model list (ids are the names /api/tags lists)",
+              error_model=OpenAIErrorResponse),
+    Operation("get", "/v1/models/{model}", "One model, by name (percent-encoded slashes allowed)",
+              errors=(404,), path_params=("model",), error_model=OpenAIErrorResponse),
+    Operation("post", "/v1/responses", "OpenAI Responses API: text or items, instructions, function tools, "
+              "streaming events, stored responses for previous_response_id (store: false honoured)",
+              request=ResponsesRequest, **_V1),  # type: ignore[arg-type]
+    Operation("post", "/v1/messages", "Anthropic Messages API: text/image/tool_use/tool_result blocks, "
+              "tools and tool_choice, thinking, stop_sequences; Anthropic's SSE events when stream is true",
+              request=MessagesRequest, errors=(400, 404, 503), error_model=AnthropicErrorResponse),
+    Operation("post", "/v1/messages/count_tokens", "Anthropic token count of a Messages request",
+              request=CountTokensRequest, errors=(400, 404, 503), error_model=AnthropicErrorResponse),
+]
+
 _ERROR_TEXT = {400: "Invalid input", 404: "Not found", 500: "Server error", 503: "Busy: queue full"}
 
 
@@ -127,7 +163,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def build() -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorResponse}
     for op in OPERATIONS:
-        models.update(m for m in (op.request, op.response) if m is not None)
+        models.update(m for m in (op.request, op.response, op.error_model) if m is not None)
     ordered = sorted(models, key=lambda m: m.__name__)
     _, schema = models_json_schema(
         [(m, "serialization") for m in ordered], ref_template="#/components/schemas/{model}"
@@ -138,7 +174,8 @@ def build() -> dict[str, Any]:
         if op.path_params:
             item["parameters"] = [
                 {"name": p, "in": "path", "required": True,
-                 "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}}
+                 "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"} if p == "digest"
+                 else {"type": "string"}}
                 for p in op.path_params
             ]
         if op.request is not None:
@@ -158,7 +195,7 @@ def build() -> dict[str, Any]:
         for status in (*op.errors, 500):
             responses[str(status)] = {
                 "description": _ERROR_TEXT[status],
-                "content": {"application/json": {"schema": _ref(ErrorResponse)}},
+                "content": {"application/json": {"schema": _ref(op.error_model)}},
             }
         item["responses"] = responses
         paths.setdefault(op.path, {})[op.method] = item
@@ -172,6 +209,7 @@ def build() -> dict[str, Any]:
 
 def _operation_id(op: Operation) -> str:
     words = [w for w in op.path.replace("{", "").replace("}", "").split("/") if w and w != "api"]
+    words = ["".join(p.capitalize() for p in w.split("_")) for w in words]
     return op.method + "".join(w.capitalize() for w in words) if words else op.method + "Root"
 
 

@@ -45,6 +45,7 @@ class ListModel(BaseModel):
     size: int
     digest: str = Field(description="hex SHA-256 of the manifest bytes, without a prefix")
     details: ModelDetails
+    capabilities: list[str] | None = Field(default=None, description="as in /api/show")
 
 
 class ListResponse(BaseModel):

@@ -17,75 +17,15 @@ from runtime.template import TemplateError, parse_ollama, template_capabilities
 from runtime.template.gostrconv import go_quote
 from store import gguf
 from store.config import details_of
-from store.digest import Digest
 from store.errors import StoreError
-from store.formats import ollama_media_type
-from store.manifest import (
-    MEDIA_TYPE_ADAPTER,
-    MEDIA_TYPE_LICENSE,
-    MEDIA_TYPE_MESSAGES,
-    MEDIA_TYPE_MODEL,
-    MEDIA_TYPE_PARAMS,
-    MEDIA_TYPE_PROJECTOR,
-    MEDIA_TYPE_PROMPT,
-    MEDIA_TYPE_SYSTEM,
-    MEDIA_TYPE_TEMPLATE,
-)
 from store.names import ModelName
 from store.options import format_go_float
+from store.parts import ModelParts
 from store.store import LocalModel, Store
 
 log = logging.getLogger("corral.show")
 
-MAX_TEXT_LAYER = 8 * 1024 * 1024
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
-
-
-def _text(store: Store, digest: Digest) -> str:
-    return store.blobs.read_bytes(digest, MAX_TEXT_LAYER).decode("utf-8", errors="replace")
-
-
-def _json(store: Store, digest: Digest) -> Any:
-    try:
-        return json.loads(store.blobs.read_bytes(digest, MAX_TEXT_LAYER))
-    except ValueError:
-        return None
-
-
-class ModelParts:
-    """The layers of a model, read into the values ollama keeps for it."""
-
-    def __init__(self, store: Store, model: LocalModel) -> None:
-        self.model_path: str | None = None
-        self.projectors: list[str] = []
-        self.adapters: list[str] = []
-        self.template: str | None = None
-        self.system: str | None = None
-        self.parameters: dict[str, Any] = {}
-        self.messages: list[dict[str, Any]] = []
-        self.licenses: list[str] = []
-        for layer in model.manifest.layers:
-            mt = ollama_media_type(layer)  # Docker Model Runner and ModelPack layers too
-            if mt == MEDIA_TYPE_MODEL and self.model_path is None:
-                self.model_path = str(store.layer_path(layer))
-            elif mt == MEDIA_TYPE_PROJECTOR:
-                self.projectors.append(str(store.blobs.path(layer.digest)))
-            elif mt == MEDIA_TYPE_ADAPTER:
-                self.adapters.append(str(store.blobs.path(layer.digest)))
-            elif mt in (MEDIA_TYPE_TEMPLATE, MEDIA_TYPE_PROMPT):
-                self.template = _text(store, layer.digest)
-            elif mt == MEDIA_TYPE_SYSTEM:
-                self.system = _text(store, layer.digest)
-            elif mt == MEDIA_TYPE_PARAMS:
-                params = _json(store, layer.digest)
-                if isinstance(params, dict):
-                    self.parameters = params
-            elif mt == MEDIA_TYPE_MESSAGES:
-                messages = _json(store, layer.digest)
-                if isinstance(messages, list):
-                    self.messages = [m for m in messages if isinstance(m, dict)]
-            elif mt == MEDIA_TYPE_LICENSE:
-                self.licenses.append(_text(store, layer.digest))
 
 
 def go_sharp_v(value: Any) -> str:
@@ -198,6 +138,34 @@ def blob_ref(path: str) -> str:
     return "@" + os.path.basename(path).replace("-", ":", 1)
 
 
+def _with_layers(capabilities: list[str], parts: ModelParts, forced: list[str] | None) -> list[str]:
+    """The GGUF's capabilities, plus vision for a projector, the template's (tools,
+    insert, thinking) and those the config forces."""
+    capabilities = list(capabilities)
+    if parts.projectors and "vision" not in capabilities:
+        capabilities.append("vision")
+    template = parts.template if parts.template is not None else DEFAULT_TEMPLATE
+    if "completion" in capabilities:
+        capabilities += [c for c in _template_capabilities(template) if c not in capabilities]
+    for name in forced or []:
+        if name not in capabilities:
+            capabilities.append(name)
+    return capabilities
+
+
+def model_capabilities(store: Store, model: LocalModel) -> list[str]:
+    """A model's capabilities as /api/show reports them (the GGUF's facts come from the
+    show cache, parsed once per blob)."""
+    parts = ModelParts(store, model)
+    found: list[str] = []
+    if parts.model_path is not None:
+        try:
+            found = list(FACTS.get(parts.model_path).capabilities)
+        except (gguf.GGUFError, OSError, StoreError):
+            found = []
+    return _with_layers(found, parts, store.config(model).capabilities)
+
+
 def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResponse:
     model = store.get(name)
     config = store.config(model)
@@ -224,14 +192,8 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
                               else dict(FACTS.get(path).model_info))
         except (gguf.GGUFError, OSError, StoreError) as exc:
             log.warning("cannot read the projector header of %s: %s", name.display_shortest(), exc)
-    if parts.projectors and "vision" not in capabilities:
-        capabilities.append("vision")
+    capabilities = _with_layers(capabilities, parts, config.capabilities)
     template = parts.template if parts.template is not None else DEFAULT_TEMPLATE
-    if "completion" in capabilities:
-        capabilities += [c for c in _template_capabilities(template) if c not in capabilities]
-    for forced in config.capabilities or []:
-        if forced not in capabilities:
-            capabilities.append(forced)
 
     from store.modelfile import show_modelfile  # noqa: PLC0415 (until the parser lands)
 

@@ -15,10 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from api.errors import APIError, status_of
+from api.errors import error_of
 from api.metrics import observe_completion, ttft_since_request
-from runtime.runner import RunnerError
-from store.errors import StoreError
 from store.gojson import go_json
 
 NDJSON = "application/x-ndjson"
@@ -27,14 +25,7 @@ Emit = Callable[[dict[str, Any]], None]
 _DONE = object()
 
 
-def _error_of(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, APIError):
-        return exc.status, exc.message
-    if isinstance(exc, StoreError):
-        return status_of(exc), str(exc)
-    if isinstance(exc, RunnerError):
-        return exc.status, exc.message
-    return 500, str(exc) or type(exc).__name__
+_error_of = error_of
 
 
 async def progress_response(
@@ -95,14 +86,37 @@ def client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def ndjson_line(chunk: dict[str, Any]) -> bytes:
+    return go_json(chunk) + b"\n"
+
+
+def sse_event(chunk: dict[str, Any]) -> bytes:
+    """One server-sent event: `data: <json>`, or `event: <name>` first when the chunk has
+    an `_event` key (Anthropic's and the Responses API's named events)."""
+    name = chunk.get("_event")
+    if name is not None:
+        chunk = {k: v for k, v in chunk.items() if k != "_event"}
+        return b"event: " + str(name).encode() + b"\ndata: " + go_json(chunk) + b"\n\n"
+    return b"data: " + go_json(chunk) + b"\n\n"
+
+
+SSE = "text/event-stream"
+
+
 async def ndjson_response(
     request: web.Request,
     stream: bool,
     chunks: AsyncGenerator[dict[str, Any], None],
     merge: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    *,
+    content_type: str = NDJSON,
+    encode: Callable[[dict[str, Any]], bytes] = ndjson_line,
+    trailer: bytes = b"",
 ) -> web.StreamResponse:
     """Answer with the chunks of an async generator: NDJSON lines when `stream`, else
-    one JSON object that `merge` makes of them all.
+    one JSON object that `merge` makes of them all. /v1 passes `content_type=SSE`,
+    `encode=sse_event` and its `data: [DONE]` trailer: the same disconnect and error
+    rules then hold for server-sent events.
 
     Errors follow progress_response: before the first line, a JSON error with its
     status; after it, a final `{"error": ...}` line. When the client disconnects the
@@ -125,10 +139,10 @@ async def ndjson_response(
                     continue
                 response = state["response"]
                 if response is None:
-                    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+                    response = web.StreamResponse(headers={"Content-Type": content_type})
                     await response.prepare(request)
                     state["response"] = response
-                await response.write(go_json(chunk) + b"\n")
+                await response.write(encode(chunk))
         finally:
             await chunks.aclose()
 
@@ -154,10 +168,12 @@ async def ndjson_response(
             return web.Response(status=status, body=go_json({"error": message}),
                                 content_type="application/json", charset="utf-8")
         with contextlib.suppress(ConnectionError):
-            await response.write(go_json({"error": message}) + b"\n")
+            await response.write(encode({"error": message}))
             await response.write_eof()
         return response
     if response is not None:
+        if trailer:
+            await response.write(trailer)
         await response.write_eof()
         return response
     body = merge(collected) if collected else {}

@@ -11,6 +11,11 @@ thread count:
 - corral: `corral serve` as a child process; a streaming POST /api/generate (the model's
   chat template is rendered by the server; the direct side is given the rendered text).
 
+In the same run, each round also streams the same chat through `/api/chat` and through
+the OpenAI-compatible `/v1/chat/completions` (server-sent events), with the same
+sampling settings (those both APIs can say: temperature 0, top_p, max tokens), and
+compares their generation tokens/s (target: /v1 >= 0.97x /api/chat).
+
 Every round uses a new prompt (a distinct first line), so neither side can reuse a
 cached prefix. Rounds alternate which side goes first. For each side it reports the
 median time to first token (from sending the request / calling generate to receiving
@@ -126,6 +131,46 @@ class Server:
                         {k: final.get(k, 0) for k in keys})
         return sample, "".join(pieces)
 
+    def chat(self, api: str, text: str, predict: int) -> tuple[Sample, str]:
+        """A streaming chat through /api/chat ("api") or /v1/chat/completions ("v1")."""
+        messages = [{"role": "user", "content": text}]
+        if api == "api":
+            body = {"model": default_model.NAME, "messages": messages, "stream": True,
+                    "options": {"temperature": 0, "top_p": 0.9, "num_predict": predict}}
+            path = "/api/chat"
+        else:
+            body = {"model": default_model.NAME, "messages": messages, "stream": True, "temperature": 0,
+                    "top_p": 0.9, "max_tokens": predict, "stream_options": {"include_usage": True}}
+            path = "/v1/chat/completions"
+        started = time.perf_counter()
+        first = last = 0.0
+        pieces: list[str] = []
+        prompt_tokens = gen_tokens = 0
+        with urllib.request.urlopen(self.post(path, body)) as r:
+            for raw in r:
+                line = raw.strip()
+                if api == "v1":
+                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    text_piece = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
+                    if chunk.get("usage"):
+                        prompt_tokens = chunk["usage"]["prompt_tokens"]
+                        gen_tokens = chunk["usage"]["completion_tokens"]
+                else:
+                    if not line:
+                        continue
+                    chunk = json.loads(line)
+                    text_piece = chunk["message"].get("content")
+                    if chunk.get("done"):
+                        prompt_tokens, gen_tokens = chunk["prompt_eval_count"], chunk["eval_count"]
+                if text_piece:
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    pieces.append(text_piece)
+        return Sample(first - started, prompt_tokens, gen_tokens, last - first), "".join(pieces)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -193,8 +238,11 @@ def main() -> int:
                 text = prompt_text(10_000 + i, args.words)
                 direct(llm, server.render(text, options), 8)
                 server.generate(text, {**options, "num_predict": 8})
-            results: dict[str, list[Sample]] = {"direct": [], "corral": []}
-            mismatches = 0
+            for i in range(2):
+                for api in ("api", "v1"):
+                    server.chat(api, prompt_text(20_000 + i, args.words), 8)
+            results: dict[str, list[Sample]] = {"direct": [], "corral": [], "api_chat": [], "v1_chat": []}
+            mismatches = chat_mismatches = 0
             for r in range(args.rounds):
                 text = prompt_text(r, args.words)
                 rendered = server.render(text, options)
@@ -207,6 +255,11 @@ def main() -> int:
                         sample, outputs[side] = server.generate(text, options)
                     results[side].append(sample)
                 mismatches += outputs["direct"] != outputs["corral"]
+                chats = {}
+                for api in (("api", "v1") if r % 2 == 0 else ("v1", "api")):
+                    sample, chats[api] = server.chat(api, text, args.predict)
+                    results[f"{api}_chat"].append(sample)
+                chat_mismatches += chats["api"] != chats["v1"]
         finally:
             server.stop()
 
@@ -232,6 +285,15 @@ def main() -> int:
         "corral_reported": {"prompt_tps": server_prompt_tps, "gen_tps": server_gen_tps},
         "paired": paired,
         "text_mismatches": mismatches,
+        "chat": {
+            "api_gen_tps": median([s.gen_tps for s in results["api_chat"]]),
+            "v1_gen_tps": median([s.gen_tps for s in results["v1_chat"]]),
+            "paired_v1_vs_api": median([b.gen_tps / a.gen_tps for a, b in
+                                        zip(results["api_chat"], results["v1_chat"], strict=True) if a.gen_tps]),
+            "api_ttft_ms": median([s.ttft for s in results["api_chat"]]) * 1e3,
+            "v1_ttft_ms": median([s.ttft for s in results["v1_chat"]]) * 1e3,
+            "text_mismatches": chat_mismatches,
+        },
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -252,6 +314,15 @@ def main() -> int:
     print(f"| prompt tokens/s, server's own counters | | {server_prompt_tps:.1f} | |")
     print()
     print(f"identical text from both sides in {args.rounds - mismatches}/{args.rounds} rounds")
+    chat = report["chat"]
+    print()
+    print("| metric (median), same chat | corral /api/chat | corral /v1/chat/completions (SSE) | "
+          "/v1 vs /api (median of per-round pairs) |")
+    print("|---|---|---|---|")
+    print(f"| time to first token | {chat['api_ttft_ms']:.1f} ms | {chat['v1_ttft_ms']:.1f} ms | |")
+    print(f"| generation tokens/s | {chat['api_gen_tps']:.1f} | {chat['v1_gen_tps']:.1f} | "
+          f"{chat['paired_v1_vs_api']:.3f}x |")
+    print(f"identical text from both APIs in {args.rounds - chat['text_mismatches']}/{args.rounds} rounds")
     return 0
 
 

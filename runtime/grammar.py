@@ -20,6 +20,8 @@ import json
 import re
 from typing import Any
 
+from runtime.errors import InferenceError
+
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_SCHEMA_DEPTH = 32
 MAX_REPEAT = 1000
@@ -29,8 +31,10 @@ _COUNT_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties"
                "minContains", "maxContains")
 
 
-class FormatError(ValueError):
+class FormatError(InferenceError, ValueError):
     """A `format` that cannot become a grammar; the API answers 400."""
+
+    default_status = 400
 
 
 def check_format(value: Any) -> str | dict[str, Any] | None:

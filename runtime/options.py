@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.errors import InferenceError
 from runtime.runner.protocol import LoadSpec, Sampling
 from store.options import DEFAULT_NUM_CTX, OptionError, default_options, validate_options
 
@@ -59,8 +60,10 @@ def clamp_keep_alive(seconds: float) -> float:
     return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
 
-class KeepAliveError(ValueError):
+class KeepAliveError(InferenceError, ValueError):
     """A keep_alive value ollama would refuse (the API answers 400)."""
+
+    default_status = 400
 
 
 # -- durations -----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime import template as gotemplate
+from runtime.errors import InferenceError
 from runtime.template import TemplateError
 
 # The tool-call tag is read off the parsed template's tree, as ollama does; the node
@@ -49,12 +50,11 @@ Message = dict[str, Any]
 Think = bool | str | None
 
 
-class PromptError(Exception):
+class PromptError(InferenceError):
     """A template that cannot be parsed or rendered; `status` is the HTTP status."""
 
     def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status)
 
 
 class Renderer(ABC):

@@ -11,7 +11,7 @@ from api.errors import bad_request, not_found
 from api.requests import parse_name, read_json
 from api.responses import json_response
 from api.schemas import CopyRequest, DeleteRequest, ListModel, ListResponse, ShowRequest
-from api.show import show_json
+from api.show import model_capabilities, show_json
 from api.state import STORE
 from store.errors import ModelNotFound
 from store.store import Store
@@ -31,6 +31,7 @@ def _list(store: Store) -> ListResponse:
                 size=m.manifest.total_size,
                 digest=m.id,
                 details=store.details(m),
+                capabilities=model_capabilities(store, m) or None,
             )
         )
     return ListResponse(models=entries)

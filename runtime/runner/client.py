@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.cpu import EXTRA_BUFFERS_ENV, cpu_features, decide_extra_buffers, parse_setting
+from runtime.errors import InferenceError
 from runtime.runner.protocol import MAX_LINE, CompleteSpec, LoadSpec, decode, encode
 
 log = logging.getLogger("corral.runner")
@@ -81,13 +82,11 @@ def crash_report(model: str, code: int | None, phase: str, extra_buffers: bool |
     return text
 
 
-class RunnerError(Exception):
+class RunnerError(InferenceError):
     """A request the runner refused or could not finish; `status` is the HTTP status."""
 
     def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
 
 
 class RunnerCrashed(RunnerError):

@@ -9,7 +9,6 @@ store as it was (an uploaded blob that turns out to be a hostile GGUF is removed
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,9 @@ from store.manifest import (
 )
 from store.names import ModelName
 from store.options import encode_params
+from store.parts import ModelParts
 from store.store import Store
 
-MAX_PARENT_LAYER_BYTES = 8 * 1024 * 1024
 MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool"})
 QUANTIZABLE_FROM = frozenset({"F16", "BF16", "F32", "Q8_0"})
 _GGUF_MAGIC = b"GGUF"
@@ -119,14 +118,9 @@ def _check_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _parent_params(store: Store, layers: list[_Planned]) -> dict[str, Any]:
-    for p in layers:
-        if p.layer.media_type == MEDIA_TYPE_PARAMS:
-            try:
-                value = json.loads(store.blobs.read_bytes(p.layer.digest, MAX_PARENT_LAYER_BYTES))
-            except (ValueError, StoreError, OSError):
-                return {}
-            return value if isinstance(value, dict) else {}
-    return {}
+    # Only the params layer: the others may be planned layers whose blobs are not written yet.
+    params = [p.layer for p in layers if p.layer.media_type == MEDIA_TYPE_PARAMS]
+    return ModelParts.of_layers(store, params).parameters
 
 
 def _config(headers: list[tuple[str, gguf.GGUFFile]]) -> ModelConfig:
