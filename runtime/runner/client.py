@@ -36,13 +36,15 @@ _ENV_NAMES = frozenset({
     "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SYSTEMROOT",
     EXTRA_BUFFERS_ENV,  # the child applies the extra-buffer decision itself (runtime/cpu.py)
 })
-_ENV_PREFIXES = ("CORRAL_LLAMA_", "LC_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "HSA_", "OMP_", "GOMP_",
+_ENV_PREFIXES = ("LC_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "HSA_", "OMP_", "GOMP_",
                  "KMP_", "OPENBLAS_", "MKL_", "VK_", "NVIDIA_", "ONEAPI_", "SYCL_")
 
 
 def runner_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The part of `environ` a runner child gets (see _ENV_NAMES and _ENV_PREFIXES)."""
     return {k: v for k, v in environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
+
+
 STOP_TIMEOUT_S = 5.0
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
