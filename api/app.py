@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -14,6 +16,7 @@ from api.settings import Settings
 from api.state import SETTINGS, STORE
 from registry.server import registry_guard, setup_registry
 from store.gc import collect, fix_blob_names
+from store.storage import open_driver
 from store.store import Store
 
 log = logging.getLogger("corral")
@@ -25,7 +28,7 @@ def create_app(settings: Settings) -> web.Application:
                      mutation_guard(settings.api_key), errors],
         client_max_size=32 * 1024 * 1024,
     )
-    store = Store(settings.models)
+    store = open_store(settings)
     app[STORE] = store
     app[SETTINGS] = settings
     app.add_routes(meta.routes)
@@ -35,6 +38,7 @@ def create_app(settings: Settings) -> web.Application:
     inference.setup(app)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
+    app.cleanup_ctx.append(_online_gc)
     setup_registry(app, settings, store)
     return app
 
@@ -45,20 +49,56 @@ def _registry_names(settings: Settings) -> frozenset[str]:
     return frozenset({host.rsplit(":", 1)[0].lower()} if host else set())
 
 
+def open_store(settings: Settings) -> Store:
+    """The store `settings` name: its driver (`--storage`), local scratch and cache."""
+    driver = open_driver(settings.storage, settings.models)
+    return Store(settings.models, driver, cache_dir=settings.cache_dir, cache_size=settings.cache_size)
+
+
 async def _prepare_store(app: web.Application) -> None:
     store = app[STORE]
     await asyncio.to_thread(store.ensure)
     renamed = await asyncio.to_thread(fix_blob_names, store)
     if renamed:
         log.info("renamed %d blobs to ollama's sha256-<hex> form", renamed)
-    if app[SETTINGS].prune_on_start and not os.environ.get("CORRAL_NOPRUNE"):
-        report = await asyncio.to_thread(collect, store)
-        if report.removed_blobs or report.removed_files:
-            log.info(
-                "pruned %d unreferenced blobs and %d stale files",
-                len(report.removed_blobs),
-                len(report.removed_files),
-            )
+
+
+def _gc_cycle(store: Store, grace: float) -> None:
+    report = collect(store, grace)
+    store.manifests.refresh()  # pick up what other programs (ollama) changed
+    if report.removed_blobs or report.removed_files:
+        log.info(
+            "gc: removed %d unreferenced blobs and %d leftover files (%d bytes)",
+            len(report.removed_blobs), len(report.removed_files), report.freed_bytes,
+        )
+
+
+async def _online_gc(app: web.Application) -> AsyncIterator[None]:
+    """GC while serving: a first cycle right after startup (never before the server
+    answers), then one every `--gc-interval` seconds (0: only the startup cycle, which
+    `prune_on_start` / CORRAL_NOPRUNE turn off)."""
+    settings = app[SETTINGS]
+    store = app[STORE]
+    first = settings.prune_on_start and not os.environ.get("CORRAL_NOPRUNE")
+
+    async def loop() -> None:
+        run = first
+        while True:
+            if run:
+                try:
+                    await asyncio.to_thread(_gc_cycle, store, settings.gc_grace)
+                except Exception:
+                    log.exception("gc cycle failed")
+            if settings.gc_interval <= 0:
+                return
+            await asyncio.sleep(settings.gc_interval)
+            run = True
+
+    task = asyncio.create_task(loop(), name="corral gc")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def serve(settings: Settings) -> None:

@@ -26,6 +26,13 @@ class Settings:
     trust_proxy: bool = False
     # Model management from other machines needs this key (CORRAL_API_KEY); see README.
     api_key: str | None = None
+    # Storage (README "Storage"): the driver (--storage / CORRAL_STORAGE, default the models
+    # directory), the local blob cache for a remote driver, and the online GC.
+    storage: str | None = None
+    cache_dir: Path | None = None
+    cache_size: int | None = None
+    gc_interval: float = 3600.0
+    gc_grace: float = 3600.0
 
 
 def default_models_dir() -> Path:

@@ -26,7 +26,6 @@ from registry.server.errors import (
 )
 from registry.server.state import REGISTRY, RegistryConfig, RegistryState, default_registry_host
 from store.driver import PathNotFound, StorageDriver
-from store.drivers import FilesystemDriver
 from store.store import Store
 
 log = logging.getLogger("corral.registry")
@@ -173,7 +172,7 @@ def setup_registry(
 ) -> RegistryState:
     """Mount /v2 on the main application and schedule the upload purge."""
     config = config_from(settings)
-    state = RegistryState(config, store, driver or FilesystemDriver(store.root))
+    state = RegistryState(config, store, driver or store.driver)
     app[REGISTRY] = state
     app.router.add_route("*", "/v2", _bare_v2)
     app.add_subapp("/v2", create_registry_app(state))

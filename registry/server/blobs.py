@@ -131,9 +131,7 @@ async def try_mount(
 
 
 def _touch(state: RegistryState, digest: Digest) -> None:
-    from registry.server.uploads import touch
-
-    touch(state.driver, blob_key(digest))
+    state.store.blobs.touch(digest)
 
 
 _BIG_BODY = 8 * 1024 * 1024

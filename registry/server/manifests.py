@@ -97,9 +97,9 @@ def _exact_tag(request: web.Request, repo: Repository, reference: str) -> tuple[
     if tag is None:
         return None
     name = state.repos.name(repo.namespace, repo.model, tag)
-    path = state.store.manifests.path(name)
-    meta = state.repos.meta(path)
-    return (TagFile(name, path), meta) if meta is not None else None
+    key = state.repos.key(name)
+    meta = state.repos.meta(key)
+    return (TagFile(name, key), meta) if meta is not None else None
 
 
 def _find(request: web.Request, repo: Repository, reference: str) -> tuple[TagFile, ManifestMeta]:
@@ -107,7 +107,7 @@ def _find(request: web.Request, repo: Repository, reference: str) -> tuple[TagFi
     tag, digest = parse_reference(reference)
     if tag is not None:
         found = state.repos.find_tag(repo.namespace, repo.model, tag)
-        meta = state.repos.meta(found.path) if found is not None else None
+        meta = state.repos.meta(found.key) if found is not None else None
         if found is None or meta is None:
             raise _unknown(repo, reference)
         return found, meta
@@ -115,7 +115,7 @@ def _find(request: web.Request, repo: Repository, reference: str) -> tuple[TagFi
     resolved = state.repos.resolve(repo.namespace, repo.model)
     if resolved is not None:
         for f in state.repos.find_digest(resolved, digest):
-            meta = state.repos.meta(f.path)
+            meta = state.repos.meta(f.key)
             if meta is not None:
                 return f, meta
     raise _unknown(repo, reference)
@@ -144,7 +144,7 @@ async def _get(request: web.Request, repo: Repository, reference: str) -> web.Re
         return web.Response(status=200, headers=headers)
     raw = meta.raw
     if raw is None:  # a large manifest: read it now, and name what was read
-        raw = await asyncio.to_thread(found.path.read_bytes)
+        raw = await asyncio.to_thread(state.store.driver.get_content, found.key)
         headers["Docker-Content-Digest"] = Digest.of_bytes(raw)
     return web.Response(status=200, body=raw, headers=headers)
 

@@ -94,7 +94,9 @@ class RegistryState:
             AuthorizedKeysFile(config.authorized_keys) if config.authorized_keys else None
         )
         self.repos = Repos(store, config.host)
-        self.uploads = UploadSessions(driver, config.upload_idle_s)
+        if driver is not store.driver:
+            raise ValueError("the registry must use the store's own storage driver")
+        self.uploads = UploadSessions(store.blobs, config.upload_idle_s)
         # Local drivers answer stat() in microseconds: call them on the event loop.
         self.inline_io = driver.local_path("blobs") is not None
 

@@ -150,6 +150,52 @@ class FilesystemDriver(StorageDriver):
     def local_path(self, path: str) -> Path | None:
         return self._full(path)
 
+    def list_staged(self, path: str) -> list[FileInfo]:
+        full = self._full(path, allow_root=True)
+        try:
+            entries = list(os.scandir(full))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for entry in entries:
+            if not entry.name.startswith(STAGING_PREFIX):
+                continue
+            name = entry.name[len(STAGING_PREFIX) :]
+            child = f"{path}/{name}" if path else name
+            try:
+                validate_path(child)
+                st = entry.stat(follow_symlinks=False)
+            except (ValueError, FileNotFoundError):
+                continue
+            out.append(FileInfo(child, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda f: f.path)
+
+    def writer_alive(self, path: str) -> bool | None:
+        full = self._full(path)
+        return is_locked(full.with_name(STAGING_PREFIX + full.name))
+
+    def touch(self, path: str) -> None:
+        try:
+            os.utime(self._full(path))
+        except OSError:
+            pass
+
+
+def is_locked(path: Path) -> bool:
+    """True while an open file description holds an exclusive `flock` on `path` (a live
+    writer, in this process or another); False for a free or missing file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)
+    return False
+
 
 class _FileWriter(FileWriter):
     def __init__(self, driver: FilesystemDriver, path: str, full: Path, append: bool) -> None:
