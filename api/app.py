@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from api.settings import Settings
 from api.state import SETTINGS, STORE
 from registry.server import registry_guard, setup_registry
 from store.gc import collect, fix_blob_names
-from store.storage import open_driver
+from store.storage import StorageConfigError, open_driver
 from store.store import Store
 
 log = logging.getLogger("corral")
@@ -52,7 +53,9 @@ def _registry_names(settings: Settings) -> frozenset[str]:
 def open_store(settings: Settings) -> Store:
     """The store `settings` name: its driver (`--storage`), local scratch and cache."""
     driver = open_driver(settings.storage, settings.models)
-    return Store(settings.models, driver, cache_dir=settings.cache_dir, cache_size=settings.cache_size)
+    store = Store(settings.models, driver, cache_dir=settings.cache_dir, cache_size=settings.cache_size)
+    store.blobs.reuse_touch_s = min(store.blobs.reuse_touch_s, settings.gc_grace / 4)
+    return store
 
 
 async def _prepare_store(app: web.Application) -> None:
@@ -103,6 +106,10 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except StorageConfigError as exc:  # one line, no traceback: the user fixes a setting
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     log.info("corral listening on %s:%d, models in %s", settings.host, settings.port, settings.models)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from api import cli_create, cli_run, cli_transfer
+from api import cli_create, cli_run, cli_storage, cli_transfer
 from api.client import Client, ClientError
 from api.humanize import human_bytes, human_time, table
 from api.settings import Settings, default_models_dir, split_host_port
@@ -31,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         private=args.private,
         trust_proxy=args.trust_proxy,
         api_key=os.environ.get("CORRAL_API_KEY") or None,
+        **cli_storage.serve_settings(args),
     )
     cli_transfer.apply_serve_arguments(args)
     serve(settings)
@@ -132,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-proxy", action="store_true",
                    help="honour X-Forwarded-Proto/-Host from a reverse proxy in front of the server")
     cli_transfer.add_serve_arguments(p)
+    cli_storage.add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
+    cli_storage.add_gc_command(sub)
 
     p = sub.add_parser("list", aliases=["ls"], help="list models")
     p.set_defaults(func=cmd_list)

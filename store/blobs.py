@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from store.cache import LocalCache
 
 INGEST_DIR = "ingest"
+REUSE_TOUCH_S = 60.0
 # Writes are batched so that hashing and disk I/O run off the event loop in few hops.
 _FLUSH_BYTES = 4 * 1024 * 1024
 _READ_BYTES = 4 * 1024 * 1024
@@ -102,6 +104,9 @@ class BlobStore:
             raise ValueError("a store on a remote driver needs a local directory for pulls")
         self.cache = cache
         self.dir = self.partial_root / BLOBS_DIR
+        # Re-use restarts a blob's grace period when it is older than this (set from the
+        # GC grace period: well inside it, and rarely, since a touch may cost a request).
+        self.reuse_touch_s = REUSE_TOUCH_S
 
     # -- reading ---------------------------------------------------------------------
 
@@ -160,6 +165,17 @@ class BlobStore:
 
     def touch(self, digest: Digest) -> None:
         self.driver.touch(blob_key(digest))
+
+    def note_reuse(self, digest: Digest, mtime: float | None = None) -> None:
+        """A client learnt that `digest` exists and may reference it without uploading it
+        (HEAD, mount): restart its GC grace period, at most once a minute per blob."""
+        try:
+            if mtime is None:
+                mtime = self.mtime(digest)
+            if time.time() - mtime > self.reuse_touch_s:
+                self.touch(digest)
+        except (BlobNotFound, OSError):
+            pass
 
     def __iter__(self) -> Iterator[Digest]:
         try:

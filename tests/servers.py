@@ -49,6 +49,14 @@ class ThreadedServer:
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
 
+    @property
+    def store(self):  # noqa: ANN201 - store.store.Store
+        """The running server's store (whatever its storage driver)."""
+        from api.state import STORE
+
+        assert self._runner is not None
+        return self._runner.app[STORE]
+
     def __exit__(self, *exc: object) -> None:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)

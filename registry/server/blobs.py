@@ -209,6 +209,9 @@ async def handle(request: web.Request, repo: Repository, digest_text: str) -> we
         "Content-Type": "application/octet-stream",
     }
     if request.method == "HEAD":
+        # A pusher that finds the blob here skips its upload and will reference it from
+        # a manifest: the GC grace period restarts (the "skipped after HEAD" case).
+        await _run(state, state.store.blobs.note_reuse, digest, info.mtime)
         headers["Content-Length"] = str(info.size)
         return web.Response(status=200, headers=headers)
     redirect = await _run(state, state.driver.redirect_url, key)
