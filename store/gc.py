@@ -131,8 +131,8 @@ class _Sweeper:
 
     def blobs(self) -> None:
         store = self.store
+        generation = store.manifests.change_token()
         refs, complete = store.referenced()
-        generation = store.manifests.index().generation
         if not complete:
             self.report.swept = False
             return
@@ -149,10 +149,10 @@ class _Sweeper:
             candidates.append((digest, info.size))
         for i in range(0, len(candidates), BATCH):
             with store.mutation():
-                current = store.manifests.index().generation
-                if current != generation or not current:
+                current = store.manifests.change_token()
+                if current != generation:
+                    generation = current
                     refs, complete = store.referenced()
-                    generation = store.manifests.index().generation
                     if not complete:
                         self.report.swept = False
                         return

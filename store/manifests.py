@@ -53,8 +53,10 @@ class _Index:
     by_name: dict[tuple[str, str, str, str], str] = field(default_factory=dict)  # lower -> key
     generation: bytes = b""
     built_at: float = 0.0
+    version: int = 0  # bumped by every change this process makes
 
     def add(self, entry: _Entry) -> None:
+        self.version += 1
         old = self.by_name.get(entry.name.key())
         if old is not None and old != entry.key:
             # Two spellings of one name: keep the first in sort order, as a walk would.
@@ -65,6 +67,7 @@ class _Index:
         self.by_name[entry.name.key()] = entry.key
 
     def remove(self, key: str) -> None:
+        self.version += 1
         entry = self.entries.pop(key, None)
         if entry is not None and self.by_name.get(entry.name.key()) == key:
             del self.by_name[entry.name.key()]
@@ -140,8 +143,6 @@ class ManifestStore:
             if prev is not None and (prev.mtime, prev.size) == (info.mtime, info.size):
                 entry.raw = prev.raw
             index.add(entry)
-        if not index.generation:
-            self._bump_generation(index)  # so that GC batches can tell "nothing changed"
         return index
 
     def index(self) -> _Index:
@@ -155,6 +156,12 @@ class ManifestStore:
             ):
                 index = self._index = self._rebuild(index)
             return index
+
+    def change_token(self) -> tuple[bytes, int, int]:
+        """Differs whenever a manifest may have changed since the last call (here or in
+        another process): what a GC compares before deleting a batch."""
+        index = self.index()
+        return index.generation, id(index), index.version
 
     def refresh(self) -> None:
         """Rebuild the index now (the periodic rescan calls this off the request path)."""
