@@ -28,6 +28,10 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "on")
+
+
 def add_storage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="where the store lives: the models directory (default), memory://, or "
@@ -40,6 +44,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="local cache of blobs for inference from remote storage (default <models>/cache)")
     p.add_argument("--cache-size", metavar="SIZE", type=parse_size,
                    help="bound of the local blob cache, e.g. 50G (default 64G)")
+    p.add_argument("--redirect-blobs", action="store_true",
+                   help="answer /v2 blob GETs with a 307 to a pre-signed object-store URL (S3 storage)")
     p.add_argument("--gc-interval", metavar="SECONDS", type=float,
                    help="run the online garbage collector every SECONDS (default 3600; 0: only at startup)")
 
@@ -53,6 +59,8 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         out["cache_size"] = args.cache_size
     elif os.environ.get("CORRAL_CACHE_SIZE"):
         out["cache_size"] = parse_size(os.environ["CORRAL_CACHE_SIZE"])
+    if args.redirect_blobs or _truthy(os.environ.get("CORRAL_REDIRECT_BLOBS")):
+        out["redirect_blobs"] = True
     if args.gc_interval is not None:
         out["gc_interval"] = args.gc_interval
     elif os.environ.get("CORRAL_GC_INTERVAL"):

@@ -33,6 +33,7 @@ class Settings:
     cache_size: int | None = None
     gc_interval: float = 3600.0
     gc_grace: float = 3600.0
+    redirect_blobs: bool = False
 
 
 def default_models_dir() -> Path:

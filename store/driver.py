@@ -191,6 +191,14 @@ class StorageDriver(ABC):
         w.cancel()
         return True
 
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Create `path` with `data` only if nothing is committed there; False if something
+        was. Atomic across processes sharing the storage (drivers override this)."""
+        if self.exists(path):
+            return False
+        self.put_content(path, data)
+        return True
+
     def touch(self, path: str) -> None:
         """Set a committed file's modification time to now (best effort)."""
         validate_path(path)

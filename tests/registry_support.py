@@ -34,8 +34,17 @@ def registry(models: Path, **settings: Any) -> Iterator[ThreadedServer]:
         yield srv
 
 
-# The storage drivers every registry integration test runs on (`--storage` values).
-STORAGES = {"filesystem": None, "memory": "memory://"}
+# The storage drivers the registry integration tests run on.
+STORAGES = ("filesystem", "memory", "s3")
+
+
+def storage_spec(kind: str) -> str | None:
+    """The `--storage` value for a fresh store of `kind` (a new bucket for s3)."""
+    if kind == "s3":
+        from tests.s3_support import s3_url
+
+        return s3_url()
+    return {"filesystem": None, "memory": "memory://"}[kind]
 
 
 def stored_files(srv: ThreadedServer, prefix: str) -> dict[str, bytes]:

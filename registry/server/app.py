@@ -139,6 +139,7 @@ def config_from(settings: Any) -> RegistryConfig:
         anonymous_push=bool(getattr(settings, "anonymous_push", False)),
         private=bool(getattr(settings, "private", False)),
         trust_proxy=bool(getattr(settings, "trust_proxy", False)),
+        redirect_blobs=bool(getattr(settings, "redirect_blobs", False)),
     )
 
 
@@ -153,6 +154,9 @@ def purge(state: RegistryState, now: float | None = None) -> tuple[list[str], in
     """Remove abandoned uploads and stale repository links; returns what went."""
     now = time.time() if now is None else now
     removed = state.uploads.purge(now)
+    purge_nonces = getattr(state.nonce_cache, "purge", None)
+    if purge_nonces is not None:
+        purge_nonces(now)
     links = 0
     try:
         for ns in state.driver.list(blobs.LINKS):

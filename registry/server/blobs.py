@@ -4,7 +4,9 @@ HEAD answers itself with `Content-Length` and `Docker-Content-Digest` (never a r
 ollama sizes its download plan from that header). GET answers 200 with the bytes, by
 sendfile, and a `Location` header pointing at this same URL: ollama's client resolves the
 URL to fetch parts from with a GET and fails with "no Location header" on a plain 200
-(spec c.1 d). A driver with a redirect URL (an object store) gets a 307 there instead.
+(spec c.1 d). With `--redirect-blobs` and a driver with redirect URLs (an object store),
+GET answers 307 to a short-lived pre-signed URL instead (it carries its own credentials,
+and the object store honours Range), so the bytes never pass through the registry.
 Range requests get 206, unsatisfiable ones 416.
 
 When pulls are anonymous every stored blob is readable through every repository (anyone
@@ -214,7 +216,10 @@ async def handle(request: web.Request, repo: Repository, digest_text: str) -> we
         await _run(state, state.store.blobs.note_reuse, digest, info.mtime)
         headers["Content-Length"] = str(info.size)
         return web.Response(status=200, headers=headers)
-    redirect = await _run(state, state.driver.redirect_url, key)
+    redirect = (
+        await asyncio.to_thread(state.driver.redirect_url, key, expires_in=state.config.redirect_expiry_s)
+        if state.config.redirect_blobs else None
+    )
     if redirect is not None:
         return web.Response(status=307, headers={"Location": redirect, "Docker-Content-Digest": digest})
     location = repo_url(request, repo, "blobs", digest)

@@ -42,6 +42,8 @@ class RegistryConfig:
     link_ttl_s: float = 24 * 3600
     purge_interval_s: float = 600
     max_page: int = 1000
+    redirect_blobs: bool = False
+    redirect_expiry_s: int = 300
 
     def __post_init__(self) -> None:
         if not is_valid_part("host", self.host):
@@ -89,7 +91,9 @@ class RegistryState:
         self.driver = driver
         self._issuer = issuer
         self._issuer_lock = threading.Lock()
-        self.nonce_cache = nonce_cache or NonceCache()
+        from registry.server.nonces import SharedNonceCache
+
+        self.nonce_cache: NonceCache | SharedNonceCache = nonce_cache or SharedNonceCache(driver)
         self.keys_file = (
             AuthorizedKeysFile(config.authorized_keys) if config.authorized_keys else None
         )
@@ -125,8 +129,12 @@ def load_or_create_secret(driver: StorageDriver) -> bytes:
     data = secrets.token_bytes(32)
     local = driver.local_path(SECRET_FILE)
     if local is None:
-        driver.put_content(SECRET_FILE, data)
-        return data
+        create = getattr(driver, "put_if_absent", None)
+        if create is None:
+            driver.put_content(SECRET_FILE, data)
+            return data
+        create(SECRET_FILE, data)  # replicas race here: the first secret written wins
+        return driver.get_content(SECRET_FILE, limit=1024)
     local.parent.mkdir(parents=True, exist_ok=True)
     # Write a private temp file, then link it into place: the link either publishes a
     # complete secret or fails because another worker already published one.

@@ -174,6 +174,22 @@ class FilesystemDriver(StorageDriver):
         full = self._full(path)
         return is_locked(full.with_name(STAGING_PREFIX + full.name))
 
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        full = self._full(path)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = full.with_name(f"{STAGING_PREFIX}{full.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, full)  # fails if anything is there: the conditional create
+                return True
+            except FileExistsError:
+                return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def touch(self, path: str) -> None:
         try:
             os.utime(self._full(path))

@@ -106,6 +106,14 @@ class MemoryDriver(StorageDriver):
         with self._lock:
             return path in self._held
 
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        validate_path(path)
+        with self._lock:
+            if path in self._files:
+                return False
+            self._files[path] = (bytes(data), time.time())
+            return True
+
     def touch(self, path: str) -> None:
         validate_path(path)
         with self._lock:

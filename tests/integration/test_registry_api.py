@@ -25,14 +25,15 @@ from tests.registry_support import (
     oci_error,
     raw_request,
     registry,
+    storage_spec,
     stored_files,
     stored_names,
 )
 
 
-@pytest.fixture(params=sorted(STORAGES))
+@pytest.fixture(params=STORAGES)
 def srv(request, tmp_path):
-    with registry(tmp_path / "models", anonymous_push=True, storage=STORAGES[request.param]) as server:
+    with registry(tmp_path / "models", anonymous_push=True, storage=storage_spec(request.param)) as server:
         server.models = tmp_path / "models"
         yield server
 

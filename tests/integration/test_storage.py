@@ -19,7 +19,7 @@ from store.gc import collect
 from store.names import ModelName
 from store.store import Store
 from tests.ollama_layout import write_model
-from tests.registry_support import STORAGES, digest_of, registry
+from tests.registry_support import STORAGES, digest_of, registry, storage_spec
 from tests.servers import ROOT, ServeProcess, free_port
 
 CONFIG = b'{"model_format":"gguf","model_family":"llama"}\n'
@@ -101,12 +101,12 @@ def test_item12_crash_leftovers_collected_online(tmp_path):
     assert live.commit() == Digest.of_bytes(b"in flight")
 
 
-@pytest.mark.parametrize("storage", sorted(STORAGES))
+@pytest.mark.parametrize("storage", STORAGES)
 def test_online_gc_honours_grace_and_recent_manifests(tmp_path, storage):
     """With uploads running, GC never removes a blob a manifest committed within the
     grace period references (even one the pusher skipped after HEAD); an orphan past the
     grace period is gone after one cycle; the server keeps answering throughout."""
-    with registry(tmp_path / "models", anonymous_push=True, storage=STORAGES[storage],
+    with registry(tmp_path / "models", anonymous_push=True, storage=storage_spec(storage),
                   gc_interval=0.2, gc_grace=1.5) as srv:
         c = httpx.Client(base_url=srv.url, timeout=30)
         orphan = os.urandom(3000)
