@@ -46,9 +46,14 @@ def new_bucket() -> str:
     return name
 
 
-def s3_url(prefix: str = "store") -> str:
-    """A `--storage` URL for a fresh bucket on the moto server."""
-    return f"s3://{new_bucket()}/{prefix}?endpoint={moto_endpoint()}&region=us-east-1&path_style=1"
+def s3_url(prefix: str = "store", *, endpoint_host: str | None = None) -> str:
+    """A `--storage` URL for a fresh bucket on the moto server. `endpoint_host` names the
+    server differently (`localhost`), so that pre-signed URLs point at another host than
+    the registry's 127.0.0.1, as they do in a real deployment."""
+    endpoint = moto_endpoint()
+    if endpoint_host:
+        endpoint = endpoint.replace("127.0.0.1", endpoint_host)
+    return f"s3://{new_bucket()}/{prefix}?endpoint={endpoint}&region=us-east-1&path_style=1"
 
 
 def s3_driver(prefix: str = "store"):  # noqa: ANN201 - store.drivers.s3.S3Driver

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -45,6 +46,9 @@ from store.driver import (
     WriterBusy,
     validate_path,
 )
+
+# botocore logs at INFO where it found credentials on every start: not news for a server log.
+logging.getLogger("botocore").setLevel(logging.WARNING)
 
 PART_SIZE = 8 * 1024 * 1024
 LEASE_S = 15 * 60.0
