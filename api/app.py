@@ -68,7 +68,6 @@ async def _prepare_store(app: web.Application) -> None:
 
 def _gc_cycle(store: Store, grace: float) -> None:
     report = collect(store, grace)
-    store.manifests.refresh()  # pick up what other programs (ollama) changed
     if report.removed_blobs or report.removed_files:
         log.info(
             "gc: removed %d unreferenced blobs and %d leftover files (%d bytes)",
@@ -97,11 +96,21 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(settings.gc_interval)
             run = True
 
-    task = asyncio.create_task(loop(), name="corral gc")
+    async def rescan() -> None:
+        while True:
+            await asyncio.sleep(store.manifests.rescan_s)
+            try:
+                await asyncio.to_thread(store.manifests.refresh)
+            except Exception:
+                log.exception("manifest rescan failed")
+
+    tasks = [asyncio.create_task(loop(), name="corral gc"), asyncio.create_task(rescan(), name="corral rescan")]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def serve(settings: Settings) -> None:

@@ -8,7 +8,7 @@ rewrite a small generation object (`corral/manifests-generation`); when another 
 or replica changed the tree, the generation differs and the index is rebuilt by one walk
 (keeping the bytes of unchanged entries). A tree changed by a program that does not bump
 the generation (ollama itself writing into the same directory) is picked up by the
-periodic rescan, at most `rescan_s` later.
+server's periodic rescan (`refresh`, every `rescan_s`, in the background).
 """
 
 from __future__ import annotations
@@ -54,9 +54,21 @@ class _Index:
     generation: bytes = b""
     built_at: float = 0.0
     version: int = 0  # bumped by every change this process makes
+    _by_repo: dict[tuple[str, str, str], list[_Entry]] | None = None
+
+    def by_repo(self) -> dict[tuple[str, str, str], list[_Entry]]:
+        """Entries grouped by lower-cased (host, namespace, model); built once per change."""
+        if self._by_repo is None:
+            groups: dict[tuple[str, str, str], list[_Entry]] = {}
+            for e in self.entries.values():
+                n = e.name
+                groups.setdefault((n.host.lower(), n.namespace.lower(), n.model.lower()), []).append(e)
+            self._by_repo = groups
+        return self._by_repo
 
     def add(self, entry: _Entry) -> None:
         self.version += 1
+        self._by_repo = None
         old = self.by_name.get(entry.name.key())
         if old is not None and old != entry.key:
             # Two spellings of one name: keep the first in sort order, as a walk would.
@@ -68,6 +80,7 @@ class _Index:
 
     def remove(self, key: str) -> None:
         self.version += 1
+        self._by_repo = None
         entry = self.entries.pop(key, None)
         if entry is not None and self.by_name.get(entry.name.key()) == key:
             del self.by_name[entry.name.key()]
@@ -149,11 +162,7 @@ class ManifestStore:
         """The current index, rebuilt if another process changed the tree."""
         with self._lock:
             index = self._index
-            if (
-                index is None
-                or time.monotonic() - index.built_at > self.rescan_s
-                or self._read_generation() != index.generation
-            ):
+            if index is None or self._read_generation() != index.generation:
                 index = self._index = self._rebuild(index)
             return index
 
@@ -163,10 +172,22 @@ class ManifestStore:
         index = self.index()
         return index.generation, id(index), index.version
 
-    def refresh(self) -> None:
-        """Rebuild the index now (the periodic rescan calls this off the request path)."""
+    def refresh(self) -> bool:
+        """Rescan the tree now, off the request path (the server does every `rescan_s`), for
+        changes made by programs that do not bump the generation. Keeps the current index
+        (and so every cache keyed on it) when nothing changed; True if something did."""
+        old = self._index
+        new = self._rebuild(old)
         with self._lock:
-            self._index = self._rebuild(self._index)
+            if self._index is not old:
+                return True  # a write or another rebuild got there first
+            same = old is not None and old.generation == new.generation and {
+                k: (e.mtime, e.size) for k, e in old.entries.items()
+            } == {k: (e.mtime, e.size) for k, e in new.entries.items()}
+            if same:
+                return False
+            self._index = new
+            return True
 
     def invalidate(self) -> None:
         with self._lock:
@@ -253,20 +274,17 @@ class ManifestStore:
     def repositories(self, host: str) -> list[tuple[str, str]]:
         """(namespace, model) as spelled in storage, of every repository under `host`
         (case-insensitive) with at least one tag, sorted."""
-        out = set()
-        for e in self.index().entries.values():
-            if e.name.host.lower() == host.lower():
-                out.add((e.name.namespace, e.name.model))
-        return sorted(out)
+        with self._lock:
+            groups = self.index().by_repo()
+            h = host.lower()
+            return sorted({(e.name.namespace, e.name.model) for key, es in groups.items() if key[0] == h for e in es})
 
     def tags_of(self, host: str, namespace: str, model: str) -> list[StoredManifest]:
         """The manifests of one repository (case-insensitive; the storage spelling that
         sorts first when several exist), sorted by tag."""
         want = (host.lower(), namespace.lower(), model.lower())
-        found = [
-            e for e in self.index().entries.values()
-            if (e.name.host.lower(), e.name.namespace.lower(), e.name.model.lower()) == want
-        ]
+        with self._lock:
+            found = list(self.index().by_repo().get(want, []))
         if not found:
             return []
         exact = [e for e in found if (e.name.host, e.name.namespace, e.name.model) == (host, namespace, model)]

@@ -75,6 +75,7 @@ class Repos:
         self.host = host
         self._cache: OrderedDict[str, tuple[tuple[float, int], ManifestMeta]] = OrderedDict()
         self._lock = threading.Lock()
+        self._catalog: tuple[object, list[str]] | None = None
 
     # --- locating ------------------------------------------------------------------------
 
@@ -114,8 +115,15 @@ class Repos:
         )
 
     def catalog(self) -> list[str]:
-        """Every `<namespace>/<model>` under the registry host that has at least one tag."""
-        return sorted({f"{ns}/{model}" for ns, model in self.store.manifests.repositories(self.host)})
+        """Every `<namespace>/<model>` under the registry host that has at least one tag
+        (computed once per change of the manifest index)."""
+        token = self.store.manifests.change_token()
+        cached = self._catalog
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        names = sorted({f"{ns}/{model}" for ns, model in self.store.manifests.repositories(self.host)})
+        self._catalog = (token, names)
+        return names
 
     # --- reading -------------------------------------------------------------------------
 
