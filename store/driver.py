@@ -191,6 +191,23 @@ class StorageDriver(ABC):
         w.cancel()
         return True
 
+    def list_files(self, path: str) -> list[FileInfo]:
+        """The committed files directly below `path` with their size and mtime (one listing
+        call on an object store, where `stat` per file would be a request each)."""
+        out = []
+        try:
+            children = self.list(path)
+        except PathNotFound:
+            return []
+        for child in children:
+            try:
+                info = self.stat(child)
+            except PathNotFound:
+                continue
+            if not info.is_dir:
+                out.append(info)
+        return out
+
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Create `path` with `data` only if nothing is committed there; False if something
         was. Atomic across processes sharing the storage (drivers override this)."""

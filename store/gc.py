@@ -137,14 +137,12 @@ class _Sweeper:
             self.report.swept = False
             return
         candidates = []
-        for digest in store.blobs:
-            if digest in refs:
-                continue
+        for info in store.driver.list_files(BLOBS_DIR):
             try:
-                info = store.driver.stat(blob_key(digest))
-            except PathNotFound:
+                digest = Digest.from_filename(info.path.rsplit("/", 1)[1])
+            except ValueError:
                 continue
-            if self.now - info.mtime < self.grace:
+            if digest in refs or self.now - info.mtime < self.grace:
                 continue
             candidates.append((digest, info.size))
         for i in range(0, len(candidates), BATCH):
@@ -184,7 +182,7 @@ class _Sweeper:
         driver = self.store.driver
         staged = driver.list_staged(INGEST_DIR)
         try:
-            committed = [driver.stat(k) for k in driver.list(INGEST_DIR)]
+            committed = driver.list_files(INGEST_DIR)
         except PathNotFound:
             committed = []
         for info in staged:

@@ -231,6 +231,22 @@ class S3Driver(StorageDriver):
             raise PathNotFound(path)
         return sorted(out)
 
+    def list_files(self, path: str) -> list[FileInfo]:
+        validate_path(path, allow_root=True)
+        prefix = self._key(path) + "/" if path else self.prefix
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+        ):
+            for obj in page.get("Contents", []):
+                child = f"{path}/{obj['Key'][len(prefix):]}" if path else obj["Key"][len(prefix) :]
+                try:
+                    validate_path(child)
+                except ValueError:
+                    continue
+                out.append(FileInfo(child, obj["Size"], obj["LastModified"].timestamp()))
+        return sorted(out, key=lambda f: f.path)
+
     # -- writing ---------------------------------------------------------------------
 
     def writer(self, path: str, append: bool = False) -> FileWriter:
