@@ -197,10 +197,10 @@ class ManifestStore:
 
     def __iter__(self) -> Iterator[StoredManifest]:
         """Every stored manifest, sorted by key."""
-        index = self.index()
-        for key in sorted(index.entries):
-            e = index.entries[key]
-            yield StoredManifest(e.name, e.key, e.mtime, e.size)
+        with self._lock:  # a snapshot: writers change the index while a caller iterates
+            index = self.index()
+            snapshot = [StoredManifest(e.name, e.key, e.mtime, e.size) for _, e in sorted(index.entries.items())]
+        yield from snapshot
 
     def find(self, name: ModelName) -> StoredManifest | None:
         """The stored manifest matching `name` case-insensitively, exact spelling first."""
@@ -211,11 +211,12 @@ class ManifestStore:
                 return StoredManifest(name, exact, info.mtime, info.size)
         except PathNotFound:
             pass
-        index = self.index()
-        key = index.by_name.get(name.key())
-        if key is None:
+        with self._lock:
+            index = self.index()
+            key = index.by_name.get(name.key())
+            e = index.entries.get(key) if key is not None else None
+        if key is None or e is None:
             return None
-        e = index.entries[key]
         try:
             info = self.driver.stat(key)
         except PathNotFound:
