@@ -21,6 +21,7 @@ from store.storage import StorageConfigError, open_driver
 from store.store import Store
 
 log = logging.getLogger("corral")
+STARTUP_GC_DELAY_S = 2.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -85,6 +86,8 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         run = first
+        if run:
+            await asyncio.sleep(STARTUP_GC_DELAY_S)  # let the server start listening first
         while True:
             if run:
                 try:

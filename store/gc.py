@@ -137,7 +137,9 @@ class _Sweeper:
             self.report.swept = False
             return
         candidates = []
-        for info in store.driver.list_files(BLOBS_DIR):
+        for n, info in enumerate(store.driver.list_files(BLOBS_DIR)):
+            if n % 512 == 0:
+                time.sleep(0)  # let the server's threads run: GC is background work
             try:
                 digest = Digest.from_filename(info.path.rsplit("/", 1)[1])
             except ValueError:
@@ -154,6 +156,7 @@ class _Sweeper:
                     if not complete:
                         self.report.swept = False
                         return
+                time.sleep(0)
                 for digest, size in candidates[i : i + BATCH]:
                     if digest in refs:
                         continue
@@ -212,7 +215,9 @@ class _Sweeper:
             entries = list(os.scandir(d))
         except FileNotFoundError:
             return
-        for entry in entries:
+        for n, entry in enumerate(entries):
+            if n % 512 == 0:
+                time.sleep(0)
             if not entry.is_file(follow_symlinks=False):
                 continue
             try:

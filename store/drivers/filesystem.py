@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -149,6 +150,28 @@ class FilesystemDriver(StorageDriver):
 
     def local_path(self, path: str) -> Path | None:
         return self._full(path)
+
+    def list_files(self, path: str) -> list[FileInfo]:
+        """One scandir, stat from its entries (no validate-then-stat per file)."""
+        full = self._full(path, allow_root=True)
+        try:
+            entries = list(os.scandir(full))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for n, entry in enumerate(entries):
+            if n % 512 == 0:
+                time.sleep(0)
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            child = f"{path}/{entry.name}" if path else entry.name
+            try:
+                validate_path(child)
+                st = entry.stat(follow_symlinks=False)
+            except (ValueError, FileNotFoundError):
+                continue
+            out.append(FileInfo(child, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda f: f.path)
 
     def list_staged(self, path: str) -> list[FileInfo]:
         full = self._full(path, allow_root=True)
