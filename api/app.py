@@ -100,6 +100,8 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
             run = True
 
     async def rescan() -> None:
+        if not store.is_local:
+            return  # on shared remote storage every writer is a corral: the generation tells
         while True:
             await asyncio.sleep(store.manifests.rescan_s)
             try:

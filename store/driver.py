@@ -208,6 +208,22 @@ class StorageDriver(ABC):
                 out.append(info)
         return out
 
+    def walk_files(self, path: str) -> list[FileInfo]:
+        """Every committed file below `path`, at any depth (one paginated listing on an
+        object store)."""
+        out: list[FileInfo] = []
+        try:
+            children = self.list(path)
+        except PathNotFound:
+            return []
+        files = {f.path for f in self.list_files(path)}
+        for child in children:
+            if child in files:
+                continue
+            out.extend(self.walk_files(child))
+        out.extend(f for f in self.list_files(path))
+        return sorted(out, key=lambda f: f.path)
+
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Create `path` with `data` only if nothing is committed there; False if something
         was. Atomic across processes sharing the storage (drivers override this)."""

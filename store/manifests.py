@@ -125,32 +125,14 @@ class ManifestStore:
         except OSError:
             index.generation = b""
 
-    def _walk(self) -> Iterator[tuple[str, ModelName]]:
-        """Every key at depth four below manifests/ whose parts form a valid name."""
-        def children(path: str) -> list[str]:
-            try:
-                return self.driver.list(path)
-            except PathNotFound:
-                return []
-
-        for host in children(MANIFESTS_DIR):
-            for ns in children(host):
-                for model in children(ns):
-                    for tag in children(model):
-                        parts = tag.split("/")[1:]
-                        name = ModelName.from_parts(tuple(parts))
-                        if name is not None:
-                            yield tag, name
-
     def _rebuild(self, old: _Index | None) -> _Index:
         index = _Index(generation=self._read_generation(), built_at=time.monotonic())
-        for key, name in self._walk():
-            try:
-                info = self.driver.stat(key)
-            except PathNotFound:
+        for info in self.driver.walk_files(MANIFESTS_DIR):
+            parts = info.path.split("/")
+            name = ModelName.from_parts(tuple(parts[1:])) if len(parts) == 5 else None
+            if name is None:
                 continue
-            if info.is_dir:
-                continue
+            key = info.path
             entry = _Entry(name, key, info.mtime, info.size)
             prev = old.entries.get(key) if old is not None else None
             if prev is not None and (prev.mtime, prev.size) == (info.mtime, info.size):

@@ -247,6 +247,19 @@ class S3Driver(StorageDriver):
                 out.append(FileInfo(child, obj["Size"], obj["LastModified"].timestamp()))
         return sorted(out, key=lambda f: f.path)
 
+    def walk_files(self, path: str) -> list[FileInfo]:
+        validate_path(path, allow_root=True)
+        prefix = self._key(path) + "/" if path else self.prefix
+        out = []
+        for obj in self._list_keys(prefix):
+            child = f"{path}/{obj['Key'][len(prefix):]}" if path else obj["Key"][len(prefix) :]
+            try:
+                validate_path(child)
+            except ValueError:
+                continue
+            out.append(FileInfo(child, obj["Size"], obj["LastModified"].timestamp()))
+        return sorted(out, key=lambda f: f.path)
+
     # -- writing ---------------------------------------------------------------------
 
     def writer(self, path: str, append: bool = False) -> FileWriter:
