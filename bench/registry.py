@@ -513,7 +513,7 @@ def listing(args: argparse.Namespace) -> int:
         d = models / "manifests" / host / f"ns{i % 100}" / f"model{i}"
         d.mkdir(parents=True, exist_ok=True)
         (d / "latest").write_bytes(json.dumps(doc).encode())
-    env = {**os.environ, "CORRAL_NOPRUNE": "1"}
+    env = {**os.environ, "CORRAL_NOPRUNE": "1", "CORRAL_DEFAULT_MODEL": "0"}
     cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--models", str(models), "--anonymous-push"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
