@@ -6,16 +6,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api.middleware import errors, host_check, mutation_guard, path_guard
+from api.middleware import (
+    content_type_guard,
+    cors,
+    cors_headers,
+    errors,
+    host_check,
+    mutation_guard,
+    path_guard,
+)
+from api.origins import OriginPolicy, host_name
+from api.resources import header_timeout, install_repeat_filter, raise_nofile
 from api.routes import blobs, create, inference, meta, models, transfer
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from registry.server import registry_guard, setup_registry
+from runtime.cpu import log_startup as log_cpu
 from store.gc import collect, fix_blob_names
 from store.storage import StorageConfigError, open_driver
 from store.store import Store
@@ -25,11 +37,14 @@ STARTUP_GC_DELAY_S = 2.0
 
 
 def create_app(settings: Settings) -> web.Application:
+    hosts = _local_names(settings)
     app = web.Application(
-        middlewares=[registry_guard, path_guard, host_check(settings.host, _registry_names(settings)),
-                     mutation_guard(settings.api_key), errors],
+        middlewares=[registry_guard, path_guard, host_check(settings.host, hosts),
+                     cors(OriginPolicy(settings.origins), hosts), content_type_guard,
+                     mutation_guard(settings.api_key, settings.private), errors],
         client_max_size=32 * 1024 * 1024,
     )
+    app.on_response_prepare.append(cors_headers)
     store = open_store(settings)
     app[STORE] = store
     app[SETTINGS] = settings
@@ -45,10 +60,11 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def _registry_names(settings: Settings) -> frozenset[str]:
-    """The registry host's name is a local name too (behind a proxy on this machine)."""
-    host = settings.registry_host or ""
-    return frozenset({host.rsplit(":", 1)[0].lower()} if host else set())
+def _local_names(settings: Settings) -> frozenset[str]:
+    """Host names besides the machine's own that clients on this machine may use: the
+    registry host (behind a proxy on this machine) and CORRAL_ALLOWED_HOSTS."""
+    names = [settings.registry_host or "", *settings.allowed_hosts]
+    return frozenset(host_name(n) for n in names if n and host_name(n))
 
 
 def open_store(settings: Settings) -> Store:
@@ -118,12 +134,28 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Run the server until interrupted; on `sockets` already listening when given (the CLI
+    binds them first, so a busy port fails before any startup work)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_repeat_filter()
+    before, after = raise_nofile()
+    if after != before:
+        log.info("raised the open-file limit from %d to %d", before, after)
+    elif after < 4096:
+        log.warning("the open-file limit is %d (the hard limit); raise it (ulimit -Hn) to serve "
+                    "many connections", after)
     try:
         app = create_app(settings)
     except StorageConfigError as exc:  # one line, no traceback: the user fixes a setting
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     log.info("corral listening on %s:%d, models in %s", settings.host, settings.port, settings.models)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    log_cpu()
+    # keepalive_timeout also bounds how long a connection may take to send a request head
+    # (aiohttp closes a connection with no complete request after it): no slowloris.
+    run = {"print": None, "access_log": None, "keepalive_timeout": header_timeout()}
+    if sockets:
+        web.run_app(app, sock=sockets, **run)
+    else:
+        web.run_app(app, host=settings.host, port=settings.port, **run)

@@ -6,14 +6,22 @@ import argparse
 import hashlib
 import os
 import pwd
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from api.client import Client, ClientError
-from store.modelfile import ModelfileError, create_request_fields, parse_modelfile, resolve_path
+from store.modelfile import (
+    ModelfileError,
+    create_request_fields,
+    looks_like_path,
+    parse_modelfile,
+    resolve_path,
+)
 
 _HASH_CHUNK = 1 << 20
+BLOB_REF = re.compile(r"@sha256:[0-9a-f]{64}")
 
 
 def _lookup_home(user: str) -> str:
@@ -35,14 +43,42 @@ def _model_files(directory: Path) -> list[Path]:
     return ggufs
 
 
-def _resolve(arg: str, modelfile_dir: Path) -> list[Path] | None:
+def _resolve(arg: str, modelfile_dir: Path, what: str) -> list[Path] | None:
     """The files a FROM/ADAPTER argument names, or None if it is a model name."""
     path = Path(resolve_path(arg, str(modelfile_dir), str(Path.home()), _lookup_home))
     if path.is_dir():
         return _model_files(path)
     if path.is_file():
         return [path.resolve()]
+    if looks_like_path(arg):
+        raise ClientError(f"{what} {arg}: the file {path} does not exist "
+                          "(relative paths start from the Modelfile's directory)")
     return None
+
+
+def file_kind(path: Path) -> str | None:
+    """"gguf" or "safetensors" from a file's first bytes, else None. Checked before any
+    upload, so a Modelfile naming some other file (a private key, say) never sends it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if len(head) == 9 and head[8:9] == b"{":
+        header_len = int.from_bytes(head[:8], "little")
+        if 2 <= header_len <= min(size - 8, 100 * 1024 * 1024):
+            return "safetensors"
+    return None
+
+
+def _check_kinds(what: str, paths: list[Path]) -> None:
+    for path in paths:
+        if file_kind(path) is None:
+            raise ClientError(
+                f"{what} {path}: not a GGUF (or safetensors) file; refusing to upload it")
 
 
 def _keys(paths: list[Path]) -> dict[Path, str]:
@@ -88,8 +124,13 @@ async def cmd_create(args: argparse.Namespace) -> int:
 
     base_dir = modelfile.resolve().parent
     files: list[Path] = []
+    # `@sha256:<hex>`: a blob the server already has (what `corral show --modelfile` prints).
+    refs: dict[str, dict[str, str]] = {"files": {}, "adapters": {}}
     for i, src in enumerate(sources["model"]):
-        paths = _resolve(src["arg"], base_dir)
+        if BLOB_REF.fullmatch(src["arg"]):
+            refs["files"][f"model{i or ''}.gguf"] = src["arg"][1:]
+            continue
+        paths = _resolve(src["arg"], base_dir, "FROM")
         if paths is None:
             if i == 0:
                 body["from"] = src["arg"]
@@ -97,12 +138,17 @@ async def cmd_create(args: argparse.Namespace) -> int:
             raise ClientError(f"FROM {src['arg']}: no such file")
         files += paths
     adapters: list[Path] = []
-    for src in sources["adapter"]:
-        paths = _resolve(src["arg"], base_dir)
+    for i, src in enumerate(sources["adapter"]):
+        if BLOB_REF.fullmatch(src["arg"]):
+            refs["adapters"][f"adapter{i}.gguf"] = src["arg"][1:]
+            continue
+        paths = _resolve(src["arg"], base_dir, "ADAPTER")
         if paths is None:
             raise ClientError(f"ADAPTER {src['arg']}: no such file")
         adapters += paths
 
+    _check_kinds("FROM", files)
+    _check_kinds("ADAPTER", adapters)
     print("gathering model components", flush=True)
     async with Client() as client:
         if files:
@@ -111,6 +157,9 @@ async def cmd_create(args: argparse.Namespace) -> int:
         if adapters:
             keys = _keys(adapters)
             body["adapters"] = {keys[p]: await _upload(client, p) for p in adapters}
+        for field, mapping in refs.items():
+            if mapping:
+                body[field] = {**body.get(field, {}), **mapping}
         async for item in client.stream("POST", "/api/create", body):
             print(item.get("status", ""), flush=True)
     return 0

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from pathlib import Path
 
-from api.client import Client
+from api.client import Client, ClientError
 from api.progress import ProgressRenderer
+from registry.auth.errors import AuthError
 from registry.client.keys import KEY_ENV, default_key_path, public_line
 
 
@@ -57,9 +59,30 @@ async def cmd_push(args: argparse.Namespace) -> int:
     return await _transfer("/api/push", args, "push")
 
 
+def key_line(public: str, namespaces: str) -> str:
+    """A complete authorized keys line: `ssh-ed25519 <base64> <namespaces>`, checked with the
+    server's own parser so what `corral key` prints is always accepted."""
+    from registry.auth.authorized_keys import AuthorizedKeys
+    from registry.auth.errors import AuthorizedKeysError
+
+    line = f"{public} {namespaces}"
+    try:
+        AuthorizedKeys.parse(line, source="--namespace")
+    except AuthorizedKeysError as exc:
+        raise ClientError(str(exc).removeprefix("--namespace line 1: ")) from None
+    return line
+
+
 def cmd_key(args: argparse.Namespace) -> int:
     path = Path(args.key).expanduser() if args.key else default_key_path()
-    print(public_line(path))
+    try:
+        public = public_line(path)
+    except AuthError as exc:
+        raise ClientError(f"{exc}; give another key file with --key") from None
+    print(key_line(public, args.namespace))
+    if sys.stdout.isatty():
+        print("(the last field lists the namespaces this key may push to; * means all, "
+              "--namespace alice,bob narrows it)", file=sys.stderr)
     return 0
 
 
@@ -78,5 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "key", help="print the public key to put in a registry's authorized keys (creates it if needed)"
     )
     p.add_argument("--key", metavar="FILE", help=f"private key file (default ${KEY_ENV} or ~/.corral/id_ed25519)")
+    p.add_argument("-n", "--namespace", default="*", metavar="NS[,NS...]",
+                   help="namespaces the key may push to, the line's last field (default *: all)")
     p.set_defaults(func=cmd_key)
 

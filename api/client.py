@@ -21,10 +21,21 @@ class ClientError(Exception):
 
 
 def base_url(value: str | None = None) -> str:
-    """Resolve the server URL as ollama does: CORRAL_HOST, then OLLAMA_HOST, then default."""
+    """Resolve the server URL as ollama does: CORRAL_HOST, then OLLAMA_HOST, then default.
+    A value that is not an address raises ClientError naming the variable."""
+    source = "the server address"
     if value is None:
+        source = "CORRAL_HOST" if os.environ.get("CORRAL_HOST") else "OLLAMA_HOST"
         value = os.environ.get("CORRAL_HOST") or os.environ.get("OLLAMA_HOST") or ""
-    value = value.strip()
+    url = _base_url(value.strip())
+    port = url.rsplit(":", 1)[-1].split("/", 1)[0]
+    if not port.isdigit() or not 0 < int(port) < 65536 or url.count("[") != url.count("]"):
+        raise ClientError(f"{source}={value!r} is not an address: use host:port, "
+                          "e.g. 127.0.0.1:11434 or http://myhost:11434")
+    return url
+
+
+def _base_url(value: str) -> str:
     scheme, sep, rest = value.partition("://")
     if not sep:
         scheme, rest = "http", value

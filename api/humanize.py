@@ -67,3 +67,35 @@ def table(headers: list[str], rows: list[list[str]], padding: str = "    ") -> s
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
         lines.append(padding.join(cells).rstrip())
     return "\n".join(lines)
+
+
+def go_duration(ns: int | float) -> str:
+    """A duration in nanoseconds as Go's time.Duration prints it: `1.5s`, `12.345ms`,
+    `2m3.5s`, `1h0m0s`, `850µs`, `0s`."""
+    n = int(ns)
+    if n == 0:
+        return "0s"
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    if n < 1_000:
+        return f"{sign}{n}ns"
+    if n < 1_000_000:
+        return f"{sign}{_trim(n, 1_000)}µs"
+    if n < 1_000_000_000:
+        return f"{sign}{_trim(n, 1_000_000)}ms"
+    hours, rest = divmod(n, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = _trim(rest, 1_000_000_000)
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{sign}{minutes}m{seconds}s"
+    return f"{sign}{seconds}s"
+
+
+def _trim(n: int, unit: int) -> str:
+    whole, frac = divmod(n, unit)
+    if not frac:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}.{frac:0{digits}d}".rstrip("0")

@@ -43,6 +43,10 @@ class _Layer:
 
     def update(self, total: int, completed: int, now: float) -> None:
         self.total = max(self.total, total)
+        if completed > 0 and all(c == 0 for _, c in self.samples):
+            # The first bytes reported: for a resumed download they were already on disk,
+            # so the rate is measured from here, never over that jump.
+            self.samples.clear()
         self.completed = completed
         self.samples.append((now, completed))
         while len(self.samples) > 2 and now - self.samples[0][0] > _RATE_WINDOW_S:

@@ -17,12 +17,25 @@ MAX_JSON_BODY = 32 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, however many segments it arrives in; 413 past `limit`.
+
+    (`request.content.read(n)` returns only what is buffered so far, so a body larger
+    than one socket read came back cut.)"""
+    if request.content_length is not None and request.content_length > limit:
+        raise APIError(413, "request body too large")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, "request body too large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def read_json(request: web.Request, model: type[M]) -> M:
-    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
-        raise APIError(413, "request body too large")
-    body = await request.content.read(MAX_JSON_BODY + 1)
-    if len(body) > MAX_JSON_BODY:
-        raise APIError(413, "request body too large")
+    body = await read_body(request, MAX_JSON_BODY)
     if not body.strip():
         raise bad_request("missing request body")
     try:

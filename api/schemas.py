@@ -95,6 +95,8 @@ class ProcessModel(BaseModel):
     expires_at: datetime
     size_vram: int
     context_length: int
+    # corral: how many requests the loaded model serves at once (continuous batching).
+    num_parallel: int = 1
 
 
 class ProcessResponse(BaseModel):

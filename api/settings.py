@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from api.origins import env_allowed_hosts, env_origins
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11434
@@ -34,10 +37,20 @@ class Settings:
     gc_interval: float = 3600.0
     gc_grace: float = 3600.0
     redirect_blobs: bool = False
+    # Browser origins allowed besides the local ones (CORRAL_ORIGINS, ollama's
+    # OLLAMA_ORIGINS rules), and extra names a local client may use as Host
+    # (CORRAL_ALLOWED_HOSTS); see api/origins.py.
+    origins: tuple[str, ...] = field(default_factory=env_origins)
+    allowed_hosts: tuple[str, ...] = field(default_factory=env_allowed_hosts)
 
 
-def default_models_dir() -> Path:
-    return Path(os.environ.get("CORRAL_MODELS") or "~/.corral/models").expanduser()
+def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
+    """CORRAL_MODELS, then OLLAMA_MODELS (an ollama store works as is), then ~/.corral/models."""
+    env = os.environ if env is None else env
+    for name in ("CORRAL_MODELS", "OLLAMA_MODELS"):
+        if env.get(name, "").strip():
+            return Path(env[name].strip()).expanduser()
+    return Path("~/.corral/models").expanduser()
 
 
 def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
+from api.responses import encode_json
 from api.schemas import Message, ShowResponse, TensorInfo
 from runtime.template import TemplateError, parse_ollama, template_capabilities
 from runtime.template.gostrconv import go_quote
@@ -107,6 +113,90 @@ def _template_capabilities(text: str) -> list[str]:
         return []
 
 
+# --- what show needs from a model's GGUF header, read once per blob ------------------------
+
+# `verbose` shows at most this many elements of each array (the largest real vocabularies
+# and merge lists fit); longer arrays are cut. Only this much of any array is ever read
+# into memory, and verbose answers are built one at a time, so a GGUF with huge arrays
+# costs a bounded amount of memory per request instead of taking the server down.
+SHOW_ARRAY_LIMIT = 1 << 19
+SHOW_LIMITS = dataclasses.replace(gguf.DEFAULT_LIMITS, array_keep=SHOW_ARRAY_LIMIT)
+_FACTS_CACHED = 64
+_VERBOSE_BUILDS = threading.BoundedSemaphore(1)
+
+
+@dataclass(frozen=True)
+class GGUFFacts:
+    """The non-verbose parts of /api/show from a model blob (blobs never change)."""
+
+    model_info: dict[str, Any]
+    tensors: tuple[TensorInfo, ...]
+    capabilities: tuple[str, ...]
+
+
+class _FactsCache:
+    """GGUFFacts by blob path, each parsed once even when many shows ask at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, GGUFFacts] = OrderedDict()
+        self._lock = threading.Lock()
+        self._parsing: dict[str, threading.Lock] = {}
+
+    def get(self, path: str) -> GGUFFacts:
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is not None:
+                self._items.move_to_end(path)
+                return hit
+            gate = self._parsing.setdefault(path, threading.Lock())
+        with gate:
+            with self._lock:
+                hit = self._items.get(path)
+            if hit is not None:
+                return hit
+            try:
+                g = gguf.read_gguf(path, limits=SHOW_LIMITS)
+                facts = GGUFFacts(
+                    model_info=gguf.model_info(g, verbose=False),
+                    tensors=tuple(TensorInfo(**t) for t in gguf.tensor_summaries(g)),
+                    capabilities=tuple(gguf.capabilities(g)),
+                )
+                with self._lock:
+                    self._items[path] = facts
+                    while len(self._items) > self.size:
+                        self._items.popitem(last=False)
+                return facts
+            finally:
+                with self._lock:
+                    self._parsing.pop(path, None)
+
+
+FACTS = _FactsCache(_FACTS_CACHED)
+
+
+def verbose_model_info(path: str) -> dict[str, Any]:
+    """model_info with array values (each cut to SHOW_ARRAY_LIMIT elements). Hold
+    `_VERBOSE_BUILDS` while building and encoding it."""
+    return gguf.model_info(gguf.read_gguf(path, limits=SHOW_LIMITS), verbose=True)
+
+
+def show_json(store: Store, name: ModelName, verbose: bool = False) -> bytes:
+    """The encoded /api/show answer; runs in a worker thread (never on the event loop).
+    Verbose answers are built and encoded one at a time, bounding their memory."""
+    if not verbose:
+        return encode_json(build_show(store, name))
+    with _VERBOSE_BUILDS:
+        return encode_json(build_show(store, name, verbose=True))
+
+
+def blob_ref(path: str) -> str:
+    """`@sha256:<hex>` for a blob path: where ollama prints the blob's absolute path, which
+    would tell any caller where the store lives (and whose home it is in). It is the form
+    a Modelfile sent to /api/create uses for a blob the server has."""
+    return "@" + os.path.basename(path).replace("-", ":", 1)
+
+
 def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResponse:
     model = store.get(name)
     config = store.config(model)
@@ -117,13 +207,22 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
     capabilities: list[str] = []
     if parts.model_path is not None:
         try:
-            g = gguf.read_gguf(parts.model_path)
+            facts = FACTS.get(parts.model_path)
+            model_info = verbose_model_info(parts.model_path) if verbose else dict(facts.model_info)
         except (gguf.GGUFError, OSError, StoreError) as exc:
             log.warning("cannot read GGUF header of %s: %s", name.display_shortest(), exc)
         else:
-            model_info = gguf.model_info(g, verbose=verbose)
-            tensors = [TensorInfo(**t) for t in gguf.tensor_summaries(g)]
-            capabilities = gguf.capabilities(g)
+            tensors = list(facts.tensors)
+            capabilities = list(facts.capabilities)
+    projector_info: dict[str, Any] | None = None
+    if parts.projectors:
+        # ollama: the projector's KV pairs, as model_info shows the model's.
+        path = parts.projectors[0]
+        try:
+            projector_info = (verbose_model_info(path) if verbose
+                              else dict(FACTS.get(path).model_info))
+        except (gguf.GGUFError, OSError, StoreError) as exc:
+            log.warning("cannot read the projector header of %s: %s", name.display_shortest(), exc)
     if parts.projectors and "vision" not in capabilities:
         capabilities.append("vision")
     template = parts.template if parts.template is not None else DEFAULT_TEMPLATE
@@ -137,9 +236,9 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
 
     modelfile = show_modelfile(
         short_name=name.display_shortest(),
-        model_path=parts.model_path or name.display_shortest(),
-        adapters=parts.adapters,
-        projectors=parts.projectors,
+        model_path=blob_ref(parts.model_path) if parts.model_path else name.display_shortest(),
+        adapters=[blob_ref(p) for p in parts.adapters],
+        projectors=[blob_ref(p) for p in parts.projectors],
         template=parts.template,
         system=parts.system,
         parameters=parts.parameters,
@@ -159,6 +258,7 @@ def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResp
         ]
         or None,
         model_info=model_info,
+        projector_info=projector_info,
         tensors=tensors,
         capabilities=capabilities or None,
         modified_at=model.modified_at,

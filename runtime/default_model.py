@@ -16,6 +16,7 @@ import logging
 import os
 from pathlib import Path
 
+from runtime.template.named import NAMED
 from store.errors import ModelNotFound
 from store.modelfile.compiler import CreateSpec, compile_model
 from store.names import ModelName
@@ -29,57 +30,9 @@ FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENV = "CORRAL_DEFAULT_MODEL"
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-PARAMETERS = {"stop": ["<|im_start|>", "<|im_end|>"]}
-TEMPLATE = """{{- if .Messages }}
-{{- if or .System .Tools }}<|im_start|>system
-{{- if .System }}
-{{ .System }}
-{{- end }}
-{{- if .Tools }}
-
-# Tools
-
-You may call one or more functions to assist with the user query.
-
-You are provided with function signatures within <tools></tools> XML tags:
-<tools>
-{{- range .Tools }}
-{{ . }}
-{{- end }}
-</tools>
-
-For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
-<tool_call>
-{"name": <function-name>, "arguments": <args-json-object>}
-</tool_call>
-{{- end }}<|im_end|>
-{{ end }}
-{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 -}}
-{{- if eq .Role "user" }}<|im_start|>user
-{{ .Content }}<|im_end|>
-{{ else if eq .Role "assistant" }}<|im_start|>assistant
-{{ if .Content }}{{ .Content }}
-{{- else if .ToolCalls }}<tool_call>
-{{ range .ToolCalls }}{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}
-{{ end }}</tool_call>
-{{- end }}{{ if not $last }}<|im_end|>
-{{ end }}
-{{- else if eq .Role "tool" }}<|im_start|>user
-<tool_response>
-{{ .Content }}
-</tool_response><|im_end|>
-{{ end }}
-{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant
-{{ end }}
-{{- end }}
-{{- else }}
-{{- if .System }}<|im_start|>system
-{{ .System }}<|im_end|>
-{{ end }}{{ if .Prompt }}<|im_start|>user
-{{ .Prompt }}<|im_end|>
-{{ end }}<|im_start|>assistant
-{{ end }}{{ .Response }}{{ if .Response }}<|im_end|>{{ end }}"""
+# The same Go template (and stops) a SmolLM2 GGUF gets when created without TEMPLATE.
+TEMPLATE = NAMED["chatml"].template
+PARAMETERS = dict(NAMED["chatml"].parameters)
 
 
 def enabled() -> bool:

@@ -7,10 +7,15 @@ trained context length, and the shapes that size the KV cache.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 from store import gguf
+
+# Only the first elements of each header array are kept (the vocabulary, for the BOS/EOS
+# token texts, fits): a header with huge arrays costs bounded memory to read.
+_LIMITS = dataclasses.replace(gguf.DEFAULT_LIMITS, array_keep=1 << 19)
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,13 @@ class ModelInfo:
     def embedding_only(self) -> bool:
         return "embedding" in self.capabilities and "completion" not in self.capabilities
 
+    def kv_size(self, n_ctx: int) -> int:
+        """An f16 KV cache of n_ctx tokens (one sequence)."""
+        return 2 * self.n_layer * n_ctx * self.n_embd_kv * 2
+
     def memory_estimate(self, n_ctx: int) -> int:
         """Weights plus an f16 KV cache of n_ctx tokens, plus a little for buffers."""
-        kv = 2 * self.n_layer * n_ctx * self.n_embd_kv * 2
-        return self.file_size + kv + 32 * 1024 * 1024
+        return self.file_size + self.kv_size(n_ctx) + 32 * 1024 * 1024
 
 
 def _token(g: gguf.GGUFFile, key: str) -> str:
@@ -47,7 +55,7 @@ def _token(g: gguf.GGUFFile, key: str) -> str:
 @functools.lru_cache(maxsize=32)
 def model_info(path: str) -> ModelInfo:
     """Read and validate the GGUF header at `path` (raises gguf.GGUFError / OSError)."""
-    g = gguf.read_gguf(path)
+    g = gguf.read_gguf(path, limits=_LIMITS)
     n_layer = g.get_int(g.arch_key("block_count")) or 0
     n_embd = g.get_int(g.arch_key("embedding_length")) or 0
     n_head = g.get_int(g.arch_key("attention.head_count")) or 1

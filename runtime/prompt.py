@@ -19,9 +19,10 @@ import copy
 import functools
 import logging
 import re
+import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,6 +233,11 @@ class JinjaRenderer(Renderer):
             data["enable_thinking"] = bool(think)
         state = _RenderState(time.monotonic() + self.limits.max_seconds)
         token = _CURRENT.set(state)
+        previous_trace = sys.gettrace()
+        # Every line the compiled template runs (each loop iteration included, also in
+        # loops that call nothing) checks the deadline; calls, attribute and item reads
+        # and output check it too. Size checks run before anything large is allocated.
+        sys.settrace(state.tracer)
         try:
             out: list[str] = []
             size = 0
@@ -251,6 +257,7 @@ class JinjaRenderer(Renderer):
         except Exception as exc:  # noqa: BLE001 - template code may raise anything
             raise PromptError(f"cannot render the model's chat template: {type(exc).__name__}: {exc}") from None
         finally:
+            sys.settrace(previous_trace)
             _CURRENT.reset(token)
 
     @property
@@ -266,6 +273,9 @@ class _LimitHit(Exception):
     pass
 
 
+_TEMPLATE_FILE = "<template>"  # the file name jinja gives code compiled from a string
+
+
 class _RenderState:
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
@@ -275,6 +285,19 @@ class _RenderState:
         self.steps += 1
         if time.monotonic() > self.deadline:
             raise _LimitHit("render took too long")
+
+    def tracer(self, frame: Any, event: str, arg: Any) -> Any:
+        """sys.settrace hook: trace only frames of template code, line by line."""
+        if frame.f_code.co_filename != _TEMPLATE_FILE:
+            return None
+        return self._line
+
+    def _line(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            self.steps += 1
+            if not self.steps & 63 and time.monotonic() > self.deadline:
+                raise _LimitHit("render took too long")
+        return self._line
 
 
 _CURRENT: contextvars.ContextVar[_RenderState] = contextvars.ContextVar("corral_jinja_render")
@@ -308,6 +331,10 @@ def _sandbox(limits: JinjaLimits) -> Any:
             if isinstance(a, int) and not isinstance(a, bool) and abs(a) > limits.max_int_argument:
                 raise _LimitHit(f"argument {a} is too large")
 
+    def check_size(n: float) -> None:
+        if n > limits.max_string:
+            raise _LimitHit("result would be too large")
+
     def check_value(v: Any) -> Any:
         if isinstance(v, str | list | tuple | dict) and len(v) > limits.max_string:
             raise _LimitHit("value too large")
@@ -323,7 +350,10 @@ def _sandbox(limits: JinjaLimits) -> Any:
 
         def getattr(self, obj: Any, attribute: str) -> Any:
             _tick()
-            return check_value(super().getattr(obj, attribute))
+            value = check_value(super().getattr(obj, attribute))
+            if isinstance(obj, str) and attribute in _STR_GUARDS and callable(value):
+                return _guarded_str_method(obj, attribute, value, check_args, check_size)
+            return value
 
         def getitem(self, obj: Any, argument: Any) -> Any:
             _tick()
@@ -350,20 +380,125 @@ def _sandbox(limits: JinjaLimits) -> Any:
 
     env = Limited(extensions=[loopcontrols], trim_blocks=True, lstrip_blocks=True, autoescape=False)
     for name, fn in list(env.filters.items()):
-        env.filters[name] = _limited_filter(fn, check_args)
+        env.filters[name] = _limited_filter(fn, check_args, _FILTER_SIZES.get(name), check_size)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     return env
 
 
-def _limited_filter(fn: Callable[..., Any], check_args: Callable[[Sequence[Any], Mapping[str, Any]], None]) -> Callable[..., Any]:
+def _limited_filter(fn: Callable[..., Any], check_args: Callable[[Sequence[Any], Mapping[str, Any]], None],
+                    size_of: Callable[..., float] | None = None,
+                    check_size: Callable[[float], None] | None = None) -> Callable[..., Any]:
     @functools.wraps(fn)  # keeps jinja's pass_context/pass_environment markers
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _tick()
         check_args(args, kwargs)
+        if size_of is not None and check_size is not None:
+            plain = [a for a in args if not _is_jinja_internal(a)]
+            if plain:
+                check_size(size_of(*plain, **kwargs))
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _is_jinja_internal(value: Any) -> bool:
+    from jinja2 import Environment
+    from jinja2.nodes import EvalContext
+    from jinja2.runtime import Context
+
+    return isinstance(value, Environment | Context | EvalContext)
+
+
+# -- what a string operation would allocate, estimated before it runs ------------------------
+
+_WIDE_FIELD = re.compile(r"\{[^{}]*:[^{}]*?(\d{5,})|%[-+ #0]*(\d{5,})|%[-+ #0]*\d*\.(\d{5,})")
+
+
+def _len(value: Any) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        return len(str(value))
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _format_size(fmt: Any, *args: Any, **kwargs: Any) -> float:
+    text = str(fmt)
+    m = _WIDE_FIELD.search(text)
+    width = max((int(g) for g in m.groups() if g), default=0) if m else 0
+    widths = [_int(a) for a in (*args, *kwargs.values())]
+    return len(text) + width + max(widths, default=0) + sum(_len(a) for a in (*args, *kwargs.values()))
+
+
+def _replace_size(s: Any, old: Any = "", new: Any = "", count: Any = None, *_: Any, **__: Any) -> float:
+    text, old_s, new_s = str(s), str(old), str(new)
+    hits = len(text) + 1 if not old_s else text.count(old_s)
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    return len(text) + hits * len(new_s)
+
+
+def _indent_size(s: Any, width: Any = 4, *_: Any, **kwargs: Any) -> float:
+    width = kwargs.get("width", width)
+    text = str(s)
+    pad = _int(width) if not isinstance(width, str) else len(width)
+    return len(text) + (text.count("\n") + 1) * pad
+
+
+def _pad_size(s: Any, width: Any = 80, *_: Any, **__: Any) -> float:
+    return max(_len(s), _int(width))
+
+
+def _join_size(seq: Any, sep: Any = "", *_: Any, **kwargs: Any) -> float:
+    sep = kwargs.get("d", sep)
+    return max(_len(seq) - 1, 0) * _len(sep) if isinstance(seq, Sized) else 0
+
+
+def _tojson_size(value: Any, indent: Any = None, *_: Any, **kwargs: Any) -> float:
+    indent = kwargs.get("indent", indent)
+    return float("inf") if _int(indent) > 64 else 0
+
+
+def _expandtabs_size(s: Any, tabsize: Any = 8, *_: Any, **__: Any) -> float:
+    return len(str(s)) + str(s).count("\t") * _int(tabsize, 8)
+
+
+_FILTER_SIZES: dict[str, Callable[..., float]] = {
+    "format": _format_size,
+    "replace": _replace_size,
+    "indent": _indent_size,
+    "center": _pad_size,
+    "join": _join_size,
+    "tojson": _tojson_size,
+}
+_STR_GUARDS: dict[str, Callable[..., float]] = {
+    "format": _format_size,
+    "format_map": _format_size,
+    "replace": _replace_size,
+    "center": _pad_size,
+    "ljust": _pad_size,
+    "rjust": _pad_size,
+    "zfill": _pad_size,
+    "expandtabs": _expandtabs_size,
+    "join": lambda sep, seq=(), *_, **__: _join_size(seq, sep),
+}
+
+
+def _guarded_str_method(obj: str, name: str, method: Callable[..., Any],
+                        check_args: Callable[[Sequence[Any], Mapping[str, Any]], None],
+                        check_size: Callable[[float], None]) -> Callable[..., Any]:
+    size_of = _STR_GUARDS[name]
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        check_args(args, kwargs)
+        check_size(size_of(obj, *args, **kwargs))
+        return method(*args, **kwargs)
+
+    return guarded
 
 
 # -- choosing a renderer ---------------------------------------------------------------------
@@ -426,19 +561,42 @@ def chat_prompt(
 
     Without `count_tokens` nothing is dropped. A prompt with no more bytes than
     `num_ctx` cannot have more tokens than that, so it is not counted at all.
+
+    ollama tries dropping one more message at a time, rendering the prompt again each
+    time (quadratic in the number of messages). The prompt only shrinks as messages are
+    dropped, so the first index that fits is found by bisection instead: O(log n)
+    renders and counts, each linear in the conversation.
     """
     msgs = [dict(m) for m in messages]
     last = len(msgs) - 1
     if count_tokens is None or last < 0:
         return renderer.render(msgs, tools, think), 0
-    for i in range(last + 1):
-        system = [m for m in msgs[:i] if m.get("role") == "system"]
-        prompt = renderer.render(system + msgs[i:], tools, think)
-        if len(prompt.encode("utf-8")) <= num_ctx or count_tokens(prompt) <= num_ctx or i == last:
-            if i:
-                log.debug("truncated %d messages to fit num_ctx=%d", i, num_ctx)
-            return prompt, i
-    raise AssertionError("unreachable")
+    # Where the system messages are: those before the first message kept are kept too.
+    system_at = [i for i, m in enumerate(msgs) if m.get("role") == "system"]
+
+    def render_from(i: int) -> str:
+        kept = [msgs[j] for j in system_at if j < i]
+        return renderer.render(kept + msgs[i:], tools, think)
+
+    def fits(prompt: str) -> bool:
+        return len(prompt.encode("utf-8")) <= num_ctx or count_tokens(prompt) <= num_ctx
+
+    prompt = render_from(0)
+    if last == 0 or fits(prompt):
+        return prompt, 0
+    lo, hi = 1, last  # the answer is in [lo, hi]; keeping only the last message always "fits"
+    found: tuple[str, int] | None = None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        candidate = render_from(mid)
+        if fits(candidate):
+            hi, found = mid, (candidate, mid)
+        else:
+            lo = mid + 1
+    if found is None or found[1] != lo:
+        found = (render_from(lo), lo)
+    log.debug("truncated %d messages to fit num_ctx=%d", lo, num_ctx)
+    return found
 
 
 def copy_messages(messages: Sequence[Mapping[str, Any]]) -> list[Message]:

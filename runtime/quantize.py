@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runtime.runner.client import runner_env
+
 # llama_ftype values (llama.h) for the names ollama accepts in `quantize`.
 FTYPES = {
     "q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q8_0": 7,
@@ -38,7 +40,7 @@ def quantize(source: Path, qtype: str, out: Path) -> None:
                             + ", ".join(sorted(k.replace("_k", "_K") for k in FTYPES)))
     if not runtime_available():
         raise QuantizeError("quantization needs llama-cpp-python: pip install 'corral[runtime]'")
-    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
+    env = {**runner_env(os.environ), "GGML_NO_BACKTRACE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "runtime.quantize", str(source), str(out), str(ftype)],
         capture_output=True, text=True, env=env, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL,

@@ -3,8 +3,12 @@
 * A model is loaded on first use into a runner (a child process) and kept for its
   keep_alive after each request (the request's, else ``CORRAL_KEEP_ALIVE``, else 5
   minutes; 0 unloads as soon as the request ends, negative keeps it forever).
-* A runner serves one request at a time. Requests for a model wait in that model's
-  queue (at most ``CORRAL_MAX_QUEUE``, then 503 as ollama answers).
+* A runner serves up to ``spec.n_parallel`` requests at once (continuous batching in
+  the child; ``CORRAL_NUM_PARALLEL``, default 4, or the model's ``PARAMETER
+  num_parallel``). Requests beyond that wait in the model's queue (at most
+  ``CORRAL_MAX_QUEUE``, then 503 as ollama answers).
+* Unless the model's PARAMETER set it, ``n_parallel`` is lowered until the weights and
+  ``n_parallel`` KV caches of ``num_ctx`` tokens fit the memory budget (at least 1).
 * At most ``CORRAL_MAX_LOADED_MODELS`` models (default 3) are loaded, and their
   estimated sizes must fit ``CORRAL_MAX_MEMORY`` (default 3/4 of the machine's RAM);
   a lone model is always allowed. To make room, idle models are unloaded, least
@@ -13,7 +17,8 @@
   goes first: an idle model whose next request is newer than another model's oldest
   waiter is unloaded to let that one in, so one busy model cannot starve the others.
 * A request whose load settings differ from the loaded runner's (num_ctx, num_batch,
-  num_thread, use_mmap) waits until the runner is idle, then the model is reloaded.
+  num_thread, use_mmap, n_parallel) waits until the runner is idle, then the model is
+  reloaded. The keep_alive of the last request to finish decides when an idle model goes.
 * A waiter that gives up (its client disconnected) leaves the queue; a runner that
   dies is forgotten, and the next request loads the model again.
 
@@ -31,7 +36,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,7 +63,8 @@ class ModelRef:
     name: str  # shortest display name
     digest: str  # hex manifest digest
     details: dict[str, Any]
-    size: int  # estimated memory: weights + KV cache
+    size: int  # estimated memory: weights + KV cache of one sequence
+    kv_size: int = 0  # KV cache of one more sequence of num_ctx tokens
 
 
 @dataclass
@@ -78,13 +84,21 @@ class _Slot:
     runner: Runner | None = None
     spec: LoadSpec | None = None
     state: str = "empty"  # empty | loading | ready | unloading
-    busy: bool = False
+    active: int = 0  # leases granted and not yet released
     size: int = 0
     last_used: float = 0.0
     expires_at: datetime | None = None
     keep_alive: float = 300.0
     timer: asyncio.TimerHandle | None = None
     unload_after: bool = False  # keep_alive 0 arrived while busy
+
+    @property
+    def busy(self) -> bool:
+        return self.active > 0
+
+    @property
+    def capacity(self) -> int:
+        return self.spec.n_parallel if self.spec is not None else 1
 
     @property
     def occupies(self) -> bool:
@@ -99,6 +113,7 @@ class Loaded:
     size: int
     expires_at: datetime
     context_length: int
+    parallel: int = 1
 
 
 def _env_int(name: str, default: int) -> int:
@@ -163,6 +178,15 @@ class SchedulerConfig:
 Launcher = Callable[[LoadSpec], Awaitable[Runner]]
 
 
+def fit_parallel(requested: int, size: int, kv_size: int, budget: int) -> int:
+    """The most sequences, up to `requested`, whose KV caches fit `budget` beside the
+    weights (`size` already holds one sequence's); at least 1."""
+    n = max(1, requested)
+    while n > 1 and size + kv_size * (n - 1) > budget:
+        n -= 1
+    return n
+
+
 class Lease:
     """The right to use a loaded runner for one request; release it exactly once."""
 
@@ -192,19 +216,34 @@ class Scheduler:
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, model: ModelRef, spec: LoadSpec, keep_alive: float | None = None
+        self, model: ModelRef, spec: LoadSpec, keep_alive: float | None = None,
+        parallel_explicit: bool = False,
     ) -> AsyncIterator[Lease]:
         """Wait for a runner of `model` loaded with `spec`; release it on exit with the
         request's keep_alive."""
-        held = await self.acquire(model, spec)
+        held = await self.acquire(model, spec, parallel_explicit=parallel_explicit)
         try:
             yield held
         finally:
             held.release(keep_alive)
 
-    async def acquire(self, model: ModelRef, spec: LoadSpec) -> Lease:
+    def sized(self, model: ModelRef, spec: LoadSpec, parallel_explicit: bool = False
+              ) -> tuple[ModelRef, LoadSpec]:
+        """`spec` with n_parallel lowered to fit the memory budget (unless explicit), and
+        `model` with the size of that many sequences."""
+        n = spec.n_parallel
+        if not parallel_explicit and model.kv_size > 0:
+            n = fit_parallel(n, model.size, model.kv_size, self.config.memory_budget)
+        if n != spec.n_parallel:
+            log.info("%s: %d parallel sequences of %d tokens fit the memory budget, not %d",
+                     model.name, n, spec.n_ctx, spec.n_parallel)
+            spec = replace(spec, n_parallel=n)
+        return replace(model, size=model.size + model.kv_size * (n - 1)), spec
+
+    async def acquire(self, model: ModelRef, spec: LoadSpec, *, parallel_explicit: bool = False) -> Lease:
         if self._closed:
             raise RunnerError("the server is shutting down", 503)
+        model, spec = self.sized(model, spec, parallel_explicit)
         started = time.perf_counter_ns()
         slot = self._slots.get(spec.model_path)
         if slot is None:
@@ -243,7 +282,8 @@ class Scheduler:
         for slot in self._slots.values():
             if slot.state != "ready" or slot.spec is None:
                 continue
-            out.append(Loaded(slot.model, slot.size, slot.expires_at or _now(), slot.spec.n_ctx))
+            out.append(Loaded(slot.model, slot.size, slot.expires_at or _now(), slot.spec.n_ctx,
+                              slot.spec.n_parallel))
         out.sort(key=lambda e: e.expires_at, reverse=True)
         return out
 
@@ -315,11 +355,13 @@ class Scheduler:
             if not slot.queue:
                 continue
             head = slot.queue[0]
-            if slot.state == "ready" and not slot.busy:
-                if slot.spec == head.spec and slot.runner is not None and not slot.unload_after:
-                    slot.queue.popleft()
-                    self._grant(slot, head)
-                else:
+            if slot.state == "ready":
+                while (slot.queue and slot.active < slot.capacity and slot.spec == slot.queue[0].spec
+                       and slot.runner is not None and not slot.unload_after):
+                    waiter = slot.queue.popleft()
+                    if not waiter.future.done():
+                        self._grant(slot, waiter)
+                if slot.queue and not slot.busy and (slot.spec != slot.queue[0].spec or slot.unload_after):
                     self._unload(slot)  # reload with the new settings, or keep_alive 0
             elif slot.state == "empty":
                 if self._fits(slot, head.model.size):
@@ -331,22 +373,29 @@ class Scheduler:
 
     def _grant(self, slot: _Slot, waiter: _Waiter) -> None:
         assert slot.runner is not None
-        slot.busy = True
+        slot.active += 1
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
         waiter.future.set_result(slot.runner)
 
     def _release(self, slot: _Slot, runner: Runner, keep_alive: float | None) -> None:
+        try:
+            self._release_slot(slot, runner, keep_alive)
+        finally:
+            self._dispatch()  # whatever happened, the next waiter is never left hanging
+
+    def _release_slot(self, slot: _Slot, runner: Runner, keep_alive: float | None) -> None:
         if slot.runner is not runner:
-            self._dispatch()  # the runner died or was replaced meanwhile
-            return
-        slot.busy = False
+            return  # the runner died or was replaced meanwhile
+        slot.active = max(0, slot.active - 1)
         slot.last_used = time.monotonic()
         duration = self.config.default_keep_alive if keep_alive is None else keep_alive
         slot.keep_alive = duration
         if runner.dead:
             self._forget(slot, runner)
+        elif slot.busy:
+            pass  # other requests still use it: the last one to finish decides
         elif duration <= 0 or slot.unload_after:
             slot.expires_at = _now()
             if slot.queue and slot.queue[0].spec == slot.spec and not slot.unload_after:
@@ -355,13 +404,12 @@ class Scheduler:
                 self._unload(slot)
         else:
             self._arm_timer(slot, duration)
-        self._dispatch()
 
     def _arm_timer(self, slot: _Slot, duration: float) -> None:
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
-        if math.isinf(duration):
+        if math.isinf(duration) or duration >= _FOREVER_DELTA.total_seconds():
             slot.expires_at = _now() + _FOREVER_DELTA
             return
         slot.expires_at = _now() + timedelta(seconds=duration)
@@ -418,7 +466,7 @@ class Scheduler:
             return
         slot.runner = None
         slot.state = "empty"
-        slot.busy = False
+        slot.active = 0
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None

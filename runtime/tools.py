@@ -11,6 +11,7 @@ anything else is plain content and parsing stops.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from collections.abc import Mapping, Sequence
@@ -24,14 +25,127 @@ def tool_call_id() -> str:
     return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
+_SPECIAL = re.compile(r'[{}"\\]')
+
+
+class _ObjectScan:
+    """Finds the first JSON object (a dict) in a growing buffer, one pass over its text.
+
+    The rules are those of ollama's findArguments: braces are counted outside strings,
+    a backslash escapes the next character anywhere, and each balanced `{...}` is tried
+    as JSON until one parses as an object. Only characters not scanned before are looked
+    at, so feeding a buffer token by token costs linear time in total.
+    """
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.braces = 0
+        self.start = -1
+        self.in_string = False
+        self.escaped_at = -1  # index of the character a backslash escapes
+        self.found: tuple[dict[str, Any], int] | None = None
+
+    def feed(self, buffer: str) -> tuple[dict[str, Any], int] | None:
+        if self.found is not None:
+            return self.found
+        for m in _SPECIAL.finditer(buffer, self.pos):
+            i = m.start()
+            if i == self.escaped_at:
+                continue
+            c = buffer[i]
+            if c == "\\":
+                self.escaped_at = i + 1
+                continue
+            if c == '"':
+                self.in_string = not self.in_string
+                continue
+            if self.in_string:
+                continue
+            if c == "{":
+                if self.braces == 0:
+                    self.start = i
+                self.braces += 1
+            else:
+                self.braces -= 1
+                if self.braces == 0 and self.start != -1:
+                    try:
+                        data = json.loads(buffer[self.start : i + 1])
+                    except ValueError:
+                        data = None
+                    self.start = -1
+                    if isinstance(data, dict):
+                        self.found = (data, i)
+                        self.pos = i + 1
+                        return self.found
+                if self.braces < 0:
+                    self.braces = 0
+        self.pos = len(buffer)
+        return None
+
+
+class _BalanceScan:
+    """Whether the buffer holds a balanced `{...}` (or `[...]`), scanned incrementally."""
+
+    def __init__(self, opening: str, closing: str) -> None:
+        self.pattern = re.compile("[" + re.escape(opening + closing) + '"\\\\]')
+        self.opening = opening
+        self.pos = 0
+        self.count = 0
+        self.in_string = False
+        self.escaped_at = -1
+        self.done = False
+
+    def feed(self, buffer: str) -> bool:
+        if self.done:
+            return True
+        for m in self.pattern.finditer(buffer, self.pos):
+            i = m.start()
+            if i == self.escaped_at:
+                continue
+            c = buffer[i]
+            if c == "\\":
+                self.escaped_at = i + 1
+                continue
+            if c == '"':
+                self.in_string = not self.in_string
+                continue
+            if self.in_string:
+                continue
+            if c == self.opening:
+                self.count += 1
+            else:
+                self.count -= 1
+                if self.count == 0:
+                    self.done = True
+                    return True
+        self.pos = len(buffer)
+        return False
+
+
 class ToolParser:
+    """ollama's tools.Parser, fed token by token. Every scan of the buffer resumes where
+    the last one stopped (names, arguments, completeness), so a long call costs linear
+    time, not a rescan of the whole buffer per token."""
+
     def __init__(self, tools: Sequence[Mapping[str, Any]], tag: str = "{") -> None:
         self.tag = tag or "{"
         self.names = [str((t.get("function") or {}).get("name") or "") for t in tools]
         self.names = [n for n in self.names if n]
+        self._longest = max((len(n) for n in self.names), default=0)
         self.state = "looking"  # looking | calling | done
         self.buffer = ""
         self.n = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        """The buffer was replaced: scans start again from its beginning."""
+        self._objects = _ObjectScan()
+        self._args: dict[str, tuple[bool, dict[str, Any] | None]] = {}
+        self._name_at: dict[str, int] = {}
+        self._names_scanned = 0
+        self._balance: _BalanceScan | None = None
+        if self.tag in ("{", "["):
+            self._balance = _BalanceScan(self.tag, "}" if self.tag == "{" else "]")
 
     def add(self, text: str) -> tuple[list[dict[str, Any]], str]:
         """Feed generated text; return (tool calls found, content to show)."""
@@ -53,6 +167,7 @@ class ToolParser:
             if not found:
                 return [], content
             self.state = "calling"
+            self._reset()
         calls = []
         while (call := self._parse_call()) is not None:
             calls.append(call)
@@ -82,64 +197,53 @@ class ToolParser:
         buf = self.buffer
         if not buf or not self.names:
             return None, 0
-        longest = max(len(n) for n in self.names)
         # A name may still be arriving: wait while the tail is a proper prefix of one.
-        for i in range(1, min(len(buf), longest) + 1):
+        for i in range(1, min(len(buf), self._longest) + 1):
             tail = buf[-i:]
             if any(len(tail) < len(n) and n.startswith(tail) for n in self.names):
                 return None, 0
-        found: str | None = None
-        start = end = -1
+        # Each name's first occurrence, searched only in text not searched before.
         for name in self.names:
-            pos = buf.find(name)
+            if name not in self._name_at:
+                pos = buf.find(name, max(0, self._names_scanned - len(name) + 1))
+                if pos != -1:
+                    self._name_at[name] = pos
+        self._names_scanned = len(buf)
+        found: str | None = None
+        start = -1
+        for name in self.names:
+            pos = self._name_at.get(name, -1)
             if pos == -1:
                 continue
             if start != -1 and (pos > start or (pos == start and len(name) <= len(found or ""))):
                 continue
-            found, start, end = name, pos, pos + len(name)
-        return found, end if found else 0
+            found, start = name, pos
+        return found, start + len(found) if found else 0
 
     def _parse_call(self) -> dict[str, Any] | None:
+        obj = self._objects.feed(self.buffer)
+        if obj is None:
+            return None  # no arguments yet: nothing can be a call (cheap to find out)
         name, end = self._find_tool()
         if name is None:
             return None
-        args, i = _find_arguments(name, self.buffer)
-        if args is None:
-            return None
+        data, i = obj
+        if name not in self._args:
+            self._args[name] = _find_object(name, data)
+        named, args = self._args[name]
+        if not named:
+            args = data
+        elif args is None:
+            return None  # a call that names the tool but carries no arguments is not taken
         end = max(end, i)
         call = {"function": {"index": self.n, "name": name, "arguments": args}}
         self.n += 1
         self.buffer = self.buffer[end:]
+        self._reset()
         return call
 
     def _complete(self) -> bool:
-        if self.tag == "{":
-            opening, closing = "{", "}"
-        elif self.tag == "[":
-            opening, closing = "[", "]"
-        else:
-            return False
-        count = 0
-        in_string = escaped = False
-        for c in self.buffer:
-            if escaped:
-                escaped = False
-                continue
-            if c == "\\":
-                escaped = True
-                continue
-            if c == '"':
-                in_string = not in_string
-                continue
-            if in_string:
-                continue
-            if c == opening:
-                count += 1
-            elif c == closing:
-                count -= 1
-                if count == 0:
-                    return True
-        return False
+        return self._balance is not None and self._balance.feed(self.buffer)
 
 
 def _find_arguments(name: str, buffer: str) -> tuple[dict[str, Any] | None, int]:

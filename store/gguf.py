@@ -86,6 +86,11 @@ class GGUFLimits:
     # 1 = arrays of arrays are rejected, as llama.cpp and ollama both do.
     max_array_depth: int = 1
     max_dims: int = 4  # GGML_MAX_DIMS
+    # Keep at most this many elements of each array (None: all). Longer arrays are still
+    # walked and validated, but only their first `array_keep` values become Python
+    # objects; their full lengths go to GGUFFile.array_lengths. Bounds the memory a
+    # header costs to read when only its shape is needed (/api/show, the runtime).
+    array_keep: int | None = None
 
 
 DEFAULT_LIMITS = GGUFLimits()
@@ -225,6 +230,8 @@ class GGUFFile:
     header_size: int  # bytes up to the end of the tensor infos, before padding
     data_offset: int
     file_size: int
+    # Arrays cut to GGUFLimits.array_keep elements: key -> full length.
+    array_lengths: dict[str, int] = field(default_factory=dict)
     _parameter_count: int | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -340,6 +347,7 @@ class _Parser:
         self.limits = limits
         self.array_budget = limits.max_total_array_elements
         self.wide = True  # v2+: 64-bit counts and lengths
+        self.array_lengths: dict[str, int] = {}
 
     # primitives
 
@@ -402,8 +410,11 @@ class _Parser:
                 f"{self.limits.max_total_array_elements} elements in total"
             )
         name, code, size = spec
+        keep = n if self.limits.array_keep is None else min(n, self.limits.array_keep)
+        if keep < n and depth == 1:
+            self.array_lengths[key] = n
         if etype == _T_STRING:
-            return self.string_array(key, n), "array[string]"
+            return self.string_array(key, n, keep), "array[string]"
         if etype == _T_ARRAY:
             # Each nested array needs at least its type and length: check before looping.
             c.need(n * (12 if self.wide else 8), f"array {key!r}")
@@ -413,12 +424,14 @@ class _Parser:
                 v, inner = self.array(key, depth + 1)
                 items.append(v)
             return items, f"array[{inner}]"
-        raw = c.take(n * size, f"array {key!r} of {n} {name}")
+        c.need(n * size, f"array {key!r} of {n} {name}")
+        raw = c.take(keep * size, f"array {key!r} of {n} {name}")
+        c.pos += (n - keep) * size
         if name == "bool":
             return [b != 0 for b in raw], "array[bool]"
-        return list(struct.unpack(f"<{n}{code}", raw)), f"array[{name}]"
+        return list(struct.unpack(f"<{keep}{code}", raw)), f"array[{name}]"
 
-    def string_array(self, key: str, n: int) -> list[str]:
+    def string_array(self, key: str, n: int, keep: int | None = None) -> list[str]:
         c = self.c
         hdr = 8 if self.wide else 4
         c.need(n * hdr, f"array {key!r} of {n} strings")
@@ -426,6 +439,7 @@ class _Parser:
         unpack_from = (_U64 if self.wide else _U32).unpack_from
         out: list[str] = []
         append = out.append
+        keep = n if keep is None else keep
         i = 0
         # Vocabularies hold ~100k short strings: decode them from one block at a time
         # rather than two bounded reads each (5x faster). A string that straddles the
@@ -445,7 +459,8 @@ class _Parser:
                 end = p + hdr + ln
                 if end > blen:
                     break
-                append(str(block[p + hdr : end], "utf-8", "replace"))
+                if i < keep:
+                    append(str(block[p + hdr : end], "utf-8", "replace"))
                 p = end
                 i += 1
             c.pos = base + p
@@ -457,7 +472,9 @@ class _Parser:
                     raise GGUFError(
                         f"string {key!r}[{i}] at byte {base} is {ln} bytes long, over the limit of {cap}"
                     )
-                append(str(c.take(ln, f"string {key!r}[{i}]"), "utf-8", "replace"))
+                text = c.take(ln, f"string {key!r}[{i}]")
+                if i < keep:
+                    append(str(text, "utf-8", "replace"))
                 i += 1
         return out
 
@@ -586,6 +603,7 @@ class _Parser:
             header_size=header_size,
             data_offset=data_offset,
             file_size=c.size,
+            array_lengths=self.array_lengths,
         )
 
 

@@ -92,6 +92,9 @@ def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
             out.append(":")
             _encode(v, out, sort_keys)
         out.append("}")
+    elif isinstance(value, list | tuple) and len(value) > 64 and _small_ints(value):
+        # Long lists of integers (GGUF arrays in /api/show): one string, not one per item.
+        out.append("[" + ",".join(map(str, value)) + "]")
     elif isinstance(value, list | tuple):
         out.append("[")
         for i, v in enumerate(value):
@@ -101,6 +104,10 @@ def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
         out.append("]")
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _small_ints(values: list[Any] | tuple[Any, ...]) -> bool:
+    return all(type(v) is int and -(2**53) < v < 2**53 for v in values)
 
 
 def go_json(value: Any, *, sort_keys: bool = False) -> bytes:

@@ -109,6 +109,9 @@ DEPRECATED_PARAMETERS: Final[tuple[str, ...]] = (
     "mirostat_eta",
 )
 
+# corral's own Modelfile PARAMETERs, beyond ollama's: sequences a loaded model serves at once.
+CORRAL_PARAMETERS: Final[Mapping[str, OptionKind]] = MappingProxyType({"num_parallel": _K.INT})
+
 DEFAULT_NUM_CTX: Final = 4096
 
 
@@ -136,7 +139,7 @@ def default_options(num_ctx: int = DEFAULT_NUM_CTX) -> dict[str, Any]:
         "typical_p": 1.0,
         "repeat_last_n": 64,
         "temperature": 0.8,
-        "repeat_penalty": 1.0,
+        "repeat_penalty": 1.1,
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
         "stop": [],
@@ -173,7 +176,7 @@ def format_params(params: Mapping[str, Sequence[str]]) -> dict[str, OptionValue]
 
 
 def _coerce(name: str, values: list[str]) -> OptionValue:
-    kind = OPTION_KINDS.get(name)
+    kind = OPTION_KINDS.get(name) or CORRAL_PARAMETERS.get(name)
     if kind is None:
         raise OptionError(f"unknown parameter '{name}'")
     if not values:

@@ -200,6 +200,11 @@ class Store:
             missing = [d for d in dict.fromkeys(manifest.blobs()) if not self.blobs.exists(d)]
             if missing:
                 raise MissingBlobs(missing)
+            for layer in [manifest.config, *manifest.layers]:
+                actual = self.blobs.size(layer.digest)
+                if actual != layer.size:
+                    raise InvalidManifest(
+                        f"layer {layer.digest} is {actual} bytes but the manifest says {layer.size}")
             old = self._blobs_of(name)
             self.manifests.write(name, raw)
             self._remove_unreferenced(old - set(manifest.blobs()))

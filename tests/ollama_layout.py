@@ -43,6 +43,7 @@ def write_model(
     model_type: str = "",
     file_type: str = "F16",
     model_from: str | None = None,
+    projector: bytes | None = None,
 ) -> bytes:
     """Write blobs and the manifest of `name` = (host, namespace, model, tag); return its bytes."""
     layers = []
@@ -50,6 +51,8 @@ def write_model(
     if model_from:
         model_layer["from"] = model_from
     layers.append(model_layer)
+    if projector is not None:
+        layers.append({"mediaType": OLLAMA + "projector", **write_blob(root, projector)})
     if template is not None:
         layers.append({"mediaType": OLLAMA + "template", **write_blob(root, template.encode())})
     if system is not None:

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from api.create_checks import check_parameters, check_template, detect_template
 from api.errors import bad_request
 from api.requests import parse_name, read_json
 from api.schemas import CreateRequest
@@ -14,7 +15,7 @@ from api.streaming import Emit, progress_response
 from runtime.quantize import FTYPES, QuantizeError, quantize, runtime_available
 from store.digest import Digest
 from store.errors import InvalidDigest
-from store.modelfile import ModelfileError, parse_modelfile
+from store.modelfile import ModelfileError, looks_like_path, parse_modelfile
 from store.modelfile.compiler import CreateError, CreateSpec, build_model, plan_create
 
 routes = web.RouteTableDef()
@@ -22,11 +23,24 @@ routes = web.RouteTableDef()
 MAX_FILE_KEY = 255
 
 
+def valid_file_key(key: str) -> bool:
+    """Go's io/fs.ValidPath, as ollama checks `files`/`adapters` keys: slash-separated
+    elements, none empty, "." or ".." (a lone "." is allowed), no leading or trailing
+    slash; also no backslash, so no Windows path can pass for a name either."""
+    if key == ".":
+        return True
+    if not key or "\\" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
 def _digests(field: str, mapping: dict[str, str] | None) -> dict[str, Digest]:
     out: dict[str, Digest] = {}
     for key, value in (mapping or {}).items():
         if not key or len(key) > MAX_FILE_KEY or "\x00" in key:
             raise bad_request(f"{field}: invalid file name {key[:40]!r}")
+        if not valid_file_key(key):
+            raise bad_request(f"file path must be relative: {key[:200]}")
         try:
             out[key] = Digest(value)
         except InvalidDigest:
@@ -81,6 +95,10 @@ def spec_of(req: CreateRequest) -> CreateSpec:
         _from_modelfile(req, spec)
         return spec
     if req.from_:
+        if looks_like_path(req.from_):
+            raise bad_request(
+                f"from {req.from_!r} is a file path: the server never reads files named by a client; "
+                "upload the file to /api/blobs and send it in 'files' (`corral create` does this)")
         spec.from_model = parse_name(req.from_, f'from "{req.from_}" is not a valid model name')
     spec.files = _digests("files", req.files)
     spec.adapters = _digests("adapters", req.adapters)
@@ -96,14 +114,23 @@ def spec_of(req: CreateRequest) -> CreateSpec:
 async def create(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, CreateRequest)
     spec = spec_of(req)
+    check_template(spec.template)
+    check_parameters(spec.parameters)
     store = request.app[STORE]
     try:
         plan = await asyncio.to_thread(plan_create, store, spec)
+        named = detect_template(plan)
+        if named is not None:
+            spec.template = named.template
+            spec.parameters = {**named.parameters, **(spec.parameters or {})}
+            plan = await asyncio.to_thread(plan_create, store, spec)
     except CreateError as exc:
         raise bad_request(str(exc)) from None
 
     def work(emit: Emit) -> None:
         emit({"status": "parsing modelfile"})
+        if named is not None:
+            emit({"status": f"using autodetected template {named.name}"})
         build_model(store, plan, lambda status: emit({"status": status}), quantize)
 
     def status_for(exc: BaseException) -> int | None:

@@ -10,6 +10,7 @@ server/routes.go.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -40,6 +41,7 @@ from runtime.prompt import (
     with_model_messages,
 )
 from runtime.runner import CompleteSpec, Runner, RunnerError
+from runtime.runner.protocol import IMAGE_MARKER
 from runtime.scheduler import Lease, ModelRef, Scheduler
 from runtime.tools import ThinkingParser, ToolParser, tool_call_id
 from store.errors import ModelNotFound, StoreError
@@ -110,7 +112,7 @@ class Target:
 
     def ref(self, n_ctx: int) -> ModelRef:
         return ModelRef(name=self.name.display_shortest(), digest=self.model.id, details=self.details,
-                        size=self.info.memory_estimate(n_ctx))
+                        size=self.info.memory_estimate(n_ctx), kv_size=self.info.kv_size(n_ctx))
 
     def renderer(self) -> Renderer:
         try:
@@ -152,7 +154,7 @@ async def resolve(request: web.Request, text: str, missing: str | None = None) -
     except ModelNotFound:
         raise not_found(missing or f"model '{text}' not found") from None
     except OSError as exc:
-        raise APIError(500, f"cannot read model '{text}': {exc}") from None
+        raise APIError(500, f"cannot read model '{text}': {exc.strerror or type(exc).__name__}") from None
 
 
 def keep_alive_of(value: Any) -> float | None:
@@ -178,11 +180,21 @@ def format_of(value: Any) -> str | dict[str, Any] | None:
 
 
 def refuse_images(target: Target, count: int) -> None:
-    if not count:
-        return
-    if not target.parts.projectors and "vision" not in target.info.capabilities:
+    """Images need a projector layer (a model whose GGUF embeds its vision tower is not run)."""
+    if count and not target.parts.projectors:
         raise bad_request(f'"{target.text}" does not support image input: it has no vision projector')
-    raise bad_request(f'"{target.text}" has a vision projector, but corral does not run image input yet')
+
+
+def with_image_markers(text: str, images: list[str] | None) -> str:
+    """One IMAGE_MARKER per image before the text (as ollama puts [img-N] tags)."""
+    return IMAGE_MARKER * len(images or []) + text
+
+
+def images_in(prompt: str, images: list[str]) -> tuple[str, ...]:
+    """The images whose markers survived into the prompt: the last ones (truncation drops the
+    oldest messages first)."""
+    n = prompt.count(IMAGE_MARKER)
+    return tuple(images[len(images) - n:]) if n else ()
 
 
 def check_think(target: Target, renderer: Renderer, think: bool | str | None) -> bool | str | None:
@@ -198,7 +210,10 @@ def check_think(target: Target, renderer: Renderer, think: bool | str | None) ->
 async def acquire(request: web.Request, target: Target, resolved: Resolved) -> Lease:
     scheduler = request.app[SCHEDULER]
     try:
-        return await scheduler.acquire(target.ref(resolved.load.n_ctx), resolved.load)
+        spec = dataclasses.replace(resolved.load, model_name=target.name.display_shortest(),
+                                   projector_path=target.parts.projectors[0] if target.parts.projectors else None)
+        return await scheduler.acquire(target.ref(resolved.load.n_ctx), spec,
+                                       parallel_explicit=resolved.parallel_explicit)
     except RunnerError as exc:  # a failed load, or 503 when the model's queue is full
         raise APIError(exc.status, exc.message) from None
 
@@ -320,7 +335,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
         lease = await acquire(request, target, resolved)
         try:
             runner = lease.runner
-            prompt = req.prompt
+            images = list(req.images or [])
+            prompt = with_image_markers(req.prompt, images)
             if not req.raw:
                 if req.suffix:
                     try:
@@ -330,7 +346,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
                 else:
                     system = req.system or target.parts.system
                     history = target.parts.messages if req.context is None else []
-                    msgs = generate_messages(req.prompt, system, history)
+                    msgs = generate_messages(with_image_markers(req.prompt, images), system, history)
                     truncate = req.truncate is None or req.truncate
                     # A request template is executed directly, without truncation (ollama).
                     prompt = await build_chat_prompt(renderer, runner, msgs, None, think, resolved.load.n_ctx,
@@ -346,7 +362,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
                 thinker.add(thinking_tags[0])  # type: ignore[index]
             spec = CompleteSpec(prompt=prompt, sampling=resolved.sampling, format=fmt,
                                 want_context=not req.raw, truncate=req.truncate is None or req.truncate,
-                                shift=req.shift is None or req.shift)
+                                shift=req.shift is None or req.shift, images=images_in(prompt, images))
             async for item in runner.complete(spec):
                 if not item.get("done"):
                     piece = item["piece"]
@@ -392,7 +408,13 @@ def merge_chat(chunks: list[Chunk]) -> Chunk:
 
 
 def _message_dicts(req: ChatRequest) -> list[dict[str, Any]]:
-    return [m.model_dump(exclude_none=True) for m in req.messages]
+    out = []
+    for m in req.messages:
+        d = m.model_dump(exclude_none=True)
+        if m.images:
+            d["content"] = with_image_markers(str(d.get("content") or ""), m.images)
+        out.append(d)
+    return out
 
 
 @routes.post("/api/chat")
@@ -449,8 +471,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
             if thinker is not None and prompt.rstrip().endswith(thinking_tags[0]):  # type: ignore[index]
                 thinker.add(thinking_tags[0])  # type: ignore[index]
             parser = ToolParser(tools, renderer.tool_tag) if tools else None
+            all_images = [i for m in req.messages for i in m.images or []]
             spec = CompleteSpec(prompt=prompt, sampling=resolved.sampling, format=fmt, truncate=truncate,
-                                shift=req.shift is None or req.shift)
+                                shift=req.shift is None or req.shift, images=images_in(prompt, all_images))
             async for item in runner.complete(spec):
                 done = bool(item.get("done"))
                 content = "" if done else item["piece"]

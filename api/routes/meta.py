@@ -37,6 +37,7 @@ async def ps(request: web.Request) -> web.Response:
             expires_at=e.expires_at,
             size_vram=0,  # CPU inference: nothing lives in GPU memory
             context_length=e.context_length,
+            num_parallel=e.parallel,
         )
         for e in request.app[SCHEDULER].loaded()
     ]

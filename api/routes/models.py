@@ -10,7 +10,7 @@ from api.errors import bad_request, not_found
 from api.requests import parse_name, read_json
 from api.responses import JSON_CONTENT_TYPE, json_response
 from api.schemas import CopyRequest, DeleteRequest, ListModel, ListResponse, ShowRequest
-from api.show import build_show
+from api.show import show_json
 from api.state import STORE
 from store.errors import ModelNotFound
 from store.store import Store
@@ -82,7 +82,7 @@ async def show(request: web.Request) -> web.Response:
     req = await read_json(request, ShowRequest)
     name = parse_name(_required(req.model, req.name))
     try:
-        response = await asyncio.to_thread(build_show, request.app[STORE], name, req.verbose)
+        response = await asyncio.to_thread(show_json, request.app[STORE], name, req.verbose)
     except ModelNotFound:
         raise not_found(f"model '{name.display_shortest()}' not found") from None
     return json_response(response)

@@ -5,7 +5,9 @@ defaults to true; `username`/`password` are accepted and ignored). With streamin
 is 200 `application/x-ndjson`, one progress object per line, and a failure after the first
 line is a final `{"error": ...}` line with the status still 200 (spec f.1, gotcha 26). With
 `"stream": false` only the last object comes back, or the first error as `{"error"}` with
-status 500, as ollama's waitForStream does.
+a status that says whose fault it was: 404 for a model the registry (or, for a push, the store)
+does not have, 401/403 for a refusal, 502 when the registry cannot be reached or fails, 400
+for a bad name; 500 only for what corral itself got wrong (ollama answers 500 for all).
 
 A client that goes away (Ctrl-C in `corral pull`) ends the operation: its downloads are
 cancelled unless another pull shares them, and their state files stay for the next try.
@@ -20,15 +22,24 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from api.errors import bad_request
+from api.errors import bad_request, status_of
 from api.requests import parse_name, read_json
 from api.responses import error_response, json_response
 from api.schemas import ProgressResponse, PullRequest, PushRequest
 from api.state import STORE
 from registry.auth import AuthError
 from registry.client import AiohttpTransport, Event, TransferError, TransferOptions, pull, push
+from registry.client.errors import (
+    AuthFailed,
+    DigestMismatch,
+    InsufficientSpace,
+    ProtocolError,
+    RegistryError,
+    TransportError,
+    UnsupportedManifest,
+)
 from registry.client.transport import Transport
-from store.errors import StoreError
+from store.errors import InvalidManifest, StoreError
 from store.manifest import go_json
 from store.names import ModelName
 
@@ -115,6 +126,27 @@ def error_text(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}"
 
 
+def transfer_status(exc: BaseException) -> int:
+    """The HTTP status of a failed transfer answered in one piece (`"stream": false`)."""
+    if isinstance(exc, RegistryError):
+        if exc.status in (401, 403, 404):
+            return exc.status
+        return 502
+    if isinstance(exc, AuthFailed):
+        return 403 if str(exc).startswith("403") else 401
+    if isinstance(exc, TransportError | DigestMismatch | ProtocolError | UnsupportedManifest):
+        return 502
+    if isinstance(exc, InsufficientSpace):
+        return 507
+    if isinstance(exc, InvalidManifest):
+        return 502  # the registry served a manifest that cannot be used
+    if isinstance(exc, StoreError):
+        return status_of(exc)
+    if isinstance(exc, TransferError) and exc.__cause__ is not None:
+        return transfer_status(exc.__cause__)  # e.g. "pull model manifest: <the cause>"
+    return 500
+
+
 def _line(event: Event) -> bytes:
     body = ProgressResponse.model_validate(event.to_progress())
     return go_json(body.model_dump(mode="json", exclude_none=True)) + b"\n"
@@ -139,7 +171,7 @@ async def _respond_once(events: AsyncGenerator[Event, None]) -> web.StreamRespon
     except Exception as exc:
         if not isinstance(exc, _EXPECTED):
             log.exception("transfer failed")
-        return error_response(500, error_text(exc))
+        return error_response(transfer_status(exc), error_text(exc))
     assert last is not None
     return json_response(ProgressResponse.model_validate(last.to_progress()))
 

@@ -98,18 +98,31 @@ class AuthorizedKeys:
         return entry.namespaces is None or namespace.lower() in entry.namespaces
 
 
+_LINE_FORMAT = "ssh-ed25519 <base64 key> <namespaces, comma-separated, or *>"
+
+
 def _parse_line(line: str, source: str, lineno: int) -> KeyEntry:
     fields = line.split()
+    if len(fields) == 2 and fields[0] == KEY_TYPE:
+        raise AuthorizedKeysError(
+            "the key has no namespaces: add the namespaces it may push to after the key, "
+            f"e.g. '{KEY_TYPE} {fields[1][:12]}... alice,bob', or '*' for all "
+            "(`corral key` prints a complete line)",
+            source=source,
+            lineno=lineno,
+        )
     if len(fields) != 3:
         raise AuthorizedKeysError(
-            f"expected 'ssh-ed25519 <base64 key> <namespaces or *>', got {len(fields)} field(s)",
+            f"expected '{_LINE_FORMAT}', got {len(fields)} field(s); "
+            "separate namespaces with commas, not spaces",
             source=source,
             lineno=lineno,
         )
     key_type, key_b64, ns_field = fields
     if key_type != KEY_TYPE:
         raise AuthorizedKeysError(
-            f"unsupported key type {key_type[:40]!r}: only ssh-ed25519 keys are accepted",
+            f"unsupported key type {key_type[:40]!r}: only ssh-ed25519 keys are accepted "
+            "(`corral key` or ollama's ~/.ollama/id_ed25519.pub give one)",
             source=source,
             lineno=lineno,
         )
@@ -122,10 +135,13 @@ def _parse_line(line: str, source: str, lineno: int) -> KeyEntry:
     namespaces = ns_field.split(",")
     for ns in namespaces:
         if ns == WILDCARD:
-            raise AuthorizedKeysError("'*' must stand alone", source=source, lineno=lineno)
+            raise AuthorizedKeysError(
+                "'*' must stand alone: it already means every namespace", source=source, lineno=lineno
+            )
         if not is_valid_part("namespace", ns):
             raise AuthorizedKeysError(
-                f"invalid namespace {ns[:80]!r} (letters, digits, '_' and '-', at most 80)",
+                f"invalid namespace {ns[:80]!r}: use letters, digits, '_' and '-' (at most 80), "
+                "comma-separated, or '*' alone for all",
                 source=source,
                 lineno=lineno,
             )

@@ -135,7 +135,7 @@ class AuthorizedKeysError(AuthError):
     def __init__(self, message: str, *, source: str = "", lineno: int | None = None) -> None:
         where = source
         if lineno is not None:
-            where = f"{source}:{lineno}" if source else f"line {lineno}"
+            where = f"{source} line {lineno}" if source else f"line {lineno}"
         super().__init__(f"{where}: {message}" if where else message)
         self.source = source
         self.lineno = lineno

@@ -865,11 +865,19 @@ class DownloadHandle:
         return self.manager._release(self)
 
 
+# Blobs downloading at once in one server. Each holds a data file, its part state files
+# and connections; the others wait before opening anything, so a manifest with thousands
+# of layers costs a bounded number of file descriptors (and leaves at most this many
+# partial downloads behind if it fails).
+MAX_BLOBS_AT_ONCE = 4
+
+
 class DownloadManager:
     """In-flight downloads of one event loop, keyed by (local partial directory, digest)."""
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, max_blobs: int = MAX_BLOBS_AT_ONCE) -> None:
         self.slots = asyncio.Semaphore(max_connections)
+        self.blob_slots = asyncio.Semaphore(max_blobs)
         self._entries: dict[tuple[str, Digest], _Entry] = {}
 
     def acquire(
@@ -884,12 +892,16 @@ class DownloadManager:
         entry = self._entries.get(key)
         if entry is None or entry.task.done():
             download = BlobDownload(blobs, digest, size, session, options, self.slots)
-            task = asyncio.create_task(download.run(), name=f"pull {digest.short}")
+            task = asyncio.create_task(self._run(download), name=f"pull {digest.short}")
             entry = _Entry(download, task)
             self._entries[key] = entry
             task.add_done_callback(self._forget(key, entry))
         entry.refs += 1
         return DownloadHandle(self, key, entry)
+
+    async def _run(self, download: BlobDownload) -> None:
+        async with self.blob_slots:
+            await download.run()
 
     def _forget(self, key: tuple[str, Digest], entry: _Entry) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:

@@ -7,6 +7,8 @@ on them (`file does not exist`, `unauthorized: access denied`, the digest mismat
 
 from __future__ import annotations
 
+import json
+
 
 class TransferError(Exception):
     """Base class of every error raised by `registry.client`."""
@@ -19,6 +21,13 @@ class TransportError(TransferError):
     """The request never got a complete answer: refused, reset, timed out, cut short."""
 
     retryable = True
+
+
+class Unreachable(TransportError):
+    """A failure that trying again cannot fix (the name does not resolve, TLS cannot be
+    agreed, plain http answered an https request): reported at once, with what to do."""
+
+    retryable = False
 
 
 class StalledError(TransportError):
@@ -38,13 +47,47 @@ class ProtocolError(TransferError):
 
 
 class RegistryError(TransferError):
-    """An HTTP error status from the registry, shown as ollama shows it: `<status>: <body>`."""
+    """An HTTP error status from the registry: `<status>: <what the registry said>`, with the
+    messages of an OCI error body (`{"errors": [{"code", "message"}]}`) as sentences rather
+    than raw JSON, and for a refusal a hint at what to do."""
 
     def __init__(self, status: int, body: str, message: str | None = None) -> None:
-        super().__init__(message if message is not None else (f"{status}: {body}" if body else str(status)))
+        if message is None:
+            text = error_sentence(body)
+            hint = _HINTS.get(status, "")
+            message = f"{status}: {text}{hint}" if text else f"{status}{hint}"
+        super().__init__(message)
         self.status = status
         self.body = body
         self.retryable = status >= 500 or status in (408, 429)
+
+
+_HINTS = {
+    403: " (the registry's authorized keys decide who may push where: `corral key` prints "
+         "this server's key line for its administrator)",
+}
+
+
+def error_sentence(body: str) -> str:
+    """The human part of a registry error body: the OCI errors' messages (or codes), else
+    ollama's `{"error": ...}`, else the text itself, shortened."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:500]
+    if isinstance(data, dict) and isinstance(data.get("errors"), list):
+        parts = []
+        for item in data["errors"]:
+            if not isinstance(item, dict):
+                continue
+            text = str(item.get("message") or "").strip() or str(item.get("code") or "").strip()
+            if text and text not in parts:
+                parts.append(text)
+        if parts:
+            return "; ".join(parts)[:500]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"][:500]
+    return body.strip()[:500]
 
 
 class NotFound(RegistryError):

@@ -40,6 +40,12 @@ class ManifestError(TransferError):
     """The manifest could not be fetched or is not one a model store can hold."""
 
 
+# A model has a handful of layers (weights, projector, adapters, template, system,
+# params, license, messages); OCI images stay under 128. A manifest with thousands is a
+# rogue registry's, refused before anything is downloaded.
+MAX_LAYERS = 1024
+
+
 def unique_blobs(manifest: Manifest) -> list[Layer]:
     """Layers in order, then the config; a digest listed twice is fetched once."""
     seen: set[Digest] = set()
@@ -96,6 +102,11 @@ async def fetch_manifest(
     if manifest.media_type not in IMAGE_MANIFEST_TYPES:
         raise UnsupportedManifest(
             f"pull model manifest: unsupported manifest type {manifest.media_type}"
+        )
+    if len(manifest.layers) > MAX_LAYERS:
+        raise ManifestError(
+            f"pull model manifest: {len(manifest.layers)} layers, more than the {MAX_LAYERS} "
+            "a model may have"
         )
     return raw, manifest
 

@@ -14,6 +14,7 @@ the model keeps its ID on the other side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -26,6 +27,7 @@ from registry.client.errors import (
     RegistryError,
     TransferError,
     TransportError,
+    Unreachable,
 )
 from registry.client.events import Event, LayerProgress, Status
 from registry.client.keys import key_loader
@@ -100,8 +102,8 @@ class BlobUpload:
             except TimeoutError:
                 if failures >= o.max_retries:
                     raise TransportError(f"no answer within {o.control_timeout:g}s") from None
-            except TransportError:
-                if failures >= o.max_retries:
+            except TransportError as exc:
+                if not exc.retryable or failures >= o.max_retries:
                     raise
             else:
                 if not (resp.status >= 500 or resp.status in (408, 429)) or failures >= o.max_retries:
@@ -278,7 +280,7 @@ class BlobUpload:
                     return
                 except TransferError as exc:
                     # ollama retries any failure of a presigned PUT (it may be a flaky store).
-                    if failures >= o.max_retries or isinstance(exc, ProtocolError):
+                    if failures >= o.max_retries or isinstance(exc, ProtocolError | Unreachable):
                         raise
                     await asyncio.sleep(o.backoff(failures))
                     failures += 1
@@ -295,6 +297,36 @@ class BlobUpload:
             await self.session.check(resp)
         finally:
             await resp.aclose()
+
+
+async def _ask_for_push_rights(session: RegistrySession, o: TransferOptions) -> None:
+    """Open (and drop) an upload session before any byte is sent: the registry's challenge
+    is answered now, so a key it refuses, or a registry that cannot be reached, fails the
+    push at once instead of after every blob was uploaded."""
+    failures = 0
+    while True:
+        try:
+            async with asyncio.timeout(o.control_timeout):
+                resp = await session.send("POST", session.uploads_url())
+            break
+        except TimeoutError:
+            if failures >= o.max_retries:
+                raise TransportError(f"no answer from {session.name.host} within {o.control_timeout:g}s") from None
+        except TransportError as exc:
+            if not exc.retryable or failures >= o.max_retries:
+                raise
+        await asyncio.sleep(o.backoff(failures))
+        failures += 1
+    try:
+        if resp.status in (401, 403):
+            await session.check(resp)
+        location = _upload_location(resp.url, resp.headers) if resp.status == 202 else None
+    finally:
+        await resp.aclose()
+    if location and session.same_origin(location):
+        with contextlib.suppress(TransferError, TimeoutError):
+            async with asyncio.timeout(o.control_timeout):
+                await (await session.send("DELETE", location)).aclose()
 
 
 def _mount_source(origin: str | None) -> str | None:
@@ -331,6 +363,7 @@ async def push(
         name, insecure=insecure, transport=transport, key_loader=key_loader(key_path)
     )
     try:
+        await _ask_for_push_rights(session, opts)
         for layer in unique_blobs(model.manifest):
             path = store.blobs.path(layer.digest)
             try:

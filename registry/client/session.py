@@ -109,7 +109,7 @@ class Authenticator:
             try:
                 if resp.status >= 400:
                     text = await read_error_text(resp)
-                    raise AuthFailed(f"{resp.status}: {text}" if text else str(resp.status))
+                    raise AuthFailed(str(RegistryError(resp.status, text)))
                 body = await read_capped(resp, MAX_TOKEN_BYTES)
             finally:
                 await resp.aclose()

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from registry.client.errors import TransportError
+from registry.client.errors import TransportError, Unreachable
 
 # Large reads keep Python's per-chunk overhead small: 1 MiB measured twice the throughput of
 # aiohttp's 256 KiB default on a loopback registry.
@@ -101,6 +104,27 @@ class FileSlice:
                 yield data
         finally:
             os.close(fd)
+
+
+def permanent(exc: BaseException, url: str) -> str | None:
+    """What to do about a failure that retrying cannot fix, or None if it may be transient."""
+    host = urlsplit(url).netloc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return (f"the TLS certificate of {host} is not trusted ({exc.certificate_error}); "
+                "use a certificate the system trusts (or --insecure for a plain-http registry)")
+    ssl_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    text = str(ssl_error).upper()
+    if isinstance(exc, aiohttp.ClientSSLError) or isinstance(ssl_error, ssl.SSLError):
+        if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text or "HTTP_REQUEST" in text:
+            return (f"{host} answered plain http to an https request: it is an http registry; "
+                    "add --insecure to use http")
+        return f"no TLS connection to {host}: {ssl_error}"
+    dns = getattr(aiohttp, "ClientConnectorDNSError", None)
+    if (dns is not None and isinstance(exc, dns)) or (
+        isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, socket.gaierror)
+    ):
+        return f"cannot resolve the registry host {urlsplit(url).hostname!r}: check the model name's host"
+    return None
 
 
 def describe(exc: BaseException) -> str:
@@ -198,6 +222,9 @@ class AiohttpTransport:
                 allow_redirects=False,
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            hint = permanent(exc, request.url)
+            if hint is not None:
+                raise Unreachable(f"{request.method} {redact(request.url)}: {hint}") from exc
             raise TransportError(f"{request.method} {redact(request.url)}: {describe(exc)}") from exc
         return _AiohttpResponse(resp)
 

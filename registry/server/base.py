@@ -96,7 +96,7 @@ def parse_repository(parts: list[str]) -> Repository:
         decoded = ["\x00"]
     if len(decoded) == 1:
         decoded = [DEFAULT_NAMESPACE, decoded[0]]
-    ns, model = decoded
+    ns, model = decoded if len(decoded) == 2 else ("", "")
     if not (is_valid_part("namespace", ns) and is_valid_part("model", model)):
         raise RegistryError(
             NAME_INVALID,
@@ -211,6 +211,21 @@ def _anonymous_allowed(state: RegistryState, action: str) -> bool:
     return state.config.anonymous_push
 
 
+def _key_still_allowed(state: RegistryState, subject: str, access: Access | None) -> bool:
+    """A token carries what its key was allowed when it was minted; the authorized keys
+    file (re-read when it changes) says what the key may do now. Checked on every
+    request, so removing a key, or a namespace from it, revokes its tokens at once."""
+    if not subject:
+        return True  # an anonymous token grants only what anonymous callers may do
+    keys = state.authorized_keys()
+    if keys is None:
+        return False
+    if access is None or access.action == CATALOG:
+        return keys.knows(subject)
+    assert access.repo is not None
+    return keys.allowed(subject, access.repo.namespace.lower(), access.action)
+
+
 def bearer_token(request: web.Request) -> str | None:
     value = request.headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
@@ -243,6 +258,8 @@ def require(request: web.Request, access: Access | None) -> str:
             claims = state.issuer.verify(token, time.time())
         except AuthError:
             claims = None
+        if claims is not None and not _key_still_allowed(state, claims.sub, access):
+            claims = None  # the key was removed (or lost this namespace) since the token
         if claims is not None:
             if access is None:
                 return claims.sub

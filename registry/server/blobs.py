@@ -9,12 +9,16 @@ GET answers 307 to a short-lived pre-signed URL instead (it carries its own cred
 and the object store honours Range), so the bytes never pass through the registry.
 Range requests get 206, unsatisfiable ones 416.
 
-When pulls are anonymous every stored blob is readable through every repository (anyone
-could read it through the repository that has it). With `--private`, a blob is readable
-through a repository only if one of its manifests references it or it was uploaded or
-mounted into it (a link file under `registry/links/`), so knowing a digest is not enough,
-and the blob `Location` carries a short-lived grant, since ollama sends no Authorization
-header when it fetches parts.
+A blob is served only through a repository of the registry host that owns it: one of
+its manifests references it, or it was uploaded or mounted into it (a link file under
+`registry/links/`). Knowing a digest is not enough, so local-only models, and models
+under other hosts, are never readable through /v2, and the repository a blob is read
+through is one the caller may pull. With `--private`, the blob `Location` carries a
+short-lived grant, since ollama sends no Authorization header when it fetches parts.
+
+A blob DELETE goes through a repository too: it removes that repository's link, and the
+blob itself only when no other repository links it and no manifest references it, so a
+pusher cannot delete another namespace's freshly uploaded layer.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from registry.server.errors import (
 )
 from registry.server.state import RegistryState
 from store.digest import Digest
-from store.driver import PathNotFound
+from store.driver import PathNotFound, WriterBusy
 
 LINKS = "registry/links"
 _RANGE_RE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
@@ -64,6 +68,10 @@ def link_path(repo: Repository, digest: Digest) -> str:
 def _member(state: RegistryState, repo: Repository, digest: Digest) -> bool:
     if state.driver.exists(link_path(repo, digest)):
         return True
+    return _referenced_by(state, repo, digest)
+
+
+def _referenced_by(state: RegistryState, repo: Repository, digest: Digest) -> bool:
     resolved = state.repos.resolve(repo.namespace, repo.model)
     return resolved is not None and state.repos.references(resolved, digest)
 
@@ -78,15 +86,19 @@ async def readable(state: RegistryState, repo: Repository, digest: Digest) -> bo
     """Whether `digest` exists and may be read through `repo` (see the module docstring)."""
     if not await _run(state, state.driver.exists, blob_key(digest)):
         return False
-    if not state.config.private:
-        return True
-    return await asyncio.to_thread(_member, state, repo, digest)
+    return await _run(state, _member, state, repo, digest)
 
 
 async def link(state: RegistryState, repo: Repository, digest: Digest) -> None:
-    """Record that `digest` was uploaded or mounted into `repo` (needed only when private)."""
-    if state.config.private:
-        await asyncio.to_thread(state.driver.put_content, link_path(repo, digest), b"")
+    """Record that `digest` was uploaded or mounted into `repo`."""
+    await asyncio.to_thread(_write_link, state, link_path(repo, digest))
+
+
+def _write_link(state: RegistryState, path: str) -> None:
+    try:
+        state.driver.put_content(path, b"")
+    except WriterBusy:
+        pass  # a concurrent request is writing this very link
 
 
 def _may_pull(request: web.Request, source: Repository, subject: str) -> bool:
@@ -108,17 +120,11 @@ async def try_mount(
 ) -> bool:
     """Cross-repository mount: True if `digest` can be had without an upload.
 
-    With anonymous pulls any stored blob mounts (the spec lets a registry mount a blob
-    it can find). With `--private` the caller must be allowed to pull the source
-    repository and the blob must be readable through it. Anything else (no or bad
-    `from`, no permission, no blob) is not an error: the client gets an upload session.
+    The caller must be allowed to pull the source repository (`from`), and the blob must
+    be readable through it. Anything else (no or bad `from`, no permission, no blob) is
+    not an error: the client gets an upload session.
     """
     state = state_of(request)
-    if not state.config.private:
-        if await readable(state, repo, digest):
-            await asyncio.to_thread(_touch, state, digest)
-            return True
-        return False
     if not source_text:
         return False
     try:
@@ -202,7 +208,7 @@ async def handle(request: web.Request, repo: Repository, digest_text: str) -> we
         info = await _run(state, state.driver.stat, key)
     except PathNotFound:
         raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
-    if state.config.private and grant is None and not await asyncio.to_thread(_member, state, repo, digest):
+    if grant is None and not await _run(state, _member, state, repo, digest):
         raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
     headers = {
         "Docker-Content-Digest": digest,
@@ -269,27 +275,43 @@ async def _stream(
     return response
 
 
-def _delete_unreferenced(state: RegistryState, digest: Digest) -> bool:
+def _delete_owned(state: RegistryState, repo: Repository, digest: Digest) -> None:
+    """Remove `repo`'s link to `digest`, and the blob when nothing else holds it."""
     with state.store.mutation():
-        refs, complete = state.store.referenced()
-        if digest in refs or not complete:
+        if _referenced_by(state, repo, digest):
             raise RegistryError(
                 UNSUPPORTED,
                 "blob is referenced by a manifest; delete the manifest instead",
                 {"digest": digest},
             )
         try:
+            state.driver.delete(link_path(repo, digest))
+        except PathNotFound:
+            raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
+        refs, complete = state.store.referenced()
+        if digest in refs or not complete or _linked_elsewhere(state, digest):
+            return  # another repository or manifest still holds it
+        try:
             state.driver.delete(blob_key(digest))
         except PathNotFound:
-            return False
-        return True
+            pass
+
+
+def _linked_elsewhere(state: RegistryState, digest: Digest) -> bool:
+    try:
+        for ns in state.driver.list(LINKS):
+            for repo in state.driver.list(ns):
+                if state.driver.exists(f"{repo}/{digest.filename}"):
+                    return True
+    except PathNotFound:
+        pass
+    return False
 
 
 async def _delete(request: web.Request, repo: Repository, digest: Digest) -> web.Response:
     state = state_of(request)
     require(request, Access(DELETE, repo))
-    if not await readable(state, repo, digest):
+    if not await _run(state, state.driver.exists, blob_key(digest)):
         raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
-    if not await asyncio.to_thread(_delete_unreferenced, state, digest):
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
+    await asyncio.to_thread(_delete_owned, state, repo, digest)
     return web.Response(status=202, headers={"Content-Length": "0", "Docker-Content-Digest": digest})

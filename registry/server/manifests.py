@@ -215,10 +215,12 @@ async def _put(request: web.Request, repo: Repository, reference: str) -> web.Re
             DIGEST_INVALID, "manifest does not hash to the digest in the URL",
             {"expected": digest, "actual": actual},
         )
-    if state.config.private:
-        missing = [d for d in dict.fromkeys(manifest.blobs()) if not await blobs.readable(state, repo, d)]
-        if missing:
-            raise _missing_error(repo, missing)
+    # Every blob must be in this repository (uploaded, mounted or already referenced):
+    # a manifest must not make another repository's (or a local-only model's) blob
+    # readable here just because its digest is known.
+    missing = [d for d in dict.fromkeys(manifest.blobs()) if not await blobs.readable(state, repo, d)]
+    if missing:
+        raise _missing_error(repo, missing)
     name = state.repos.name(repo.namespace, repo.model, tag if tag is not None else digest_tag(actual))
     try:
         await asyncio.to_thread(state.store.put_manifest, name, raw)

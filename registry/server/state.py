@@ -38,9 +38,10 @@ class RegistryConfig:
     anonymous_push: bool = False
     private: bool = False
     trust_proxy: bool = False
-    upload_idle_s: float = 6 * 3600
+    # Sessions idle this long are purged (a client that pauses longer starts again).
+    upload_idle_s: float = 15 * 60
     link_ttl_s: float = 24 * 3600
-    purge_interval_s: float = 600
+    purge_interval_s: float = 60
     max_page: int = 1000
     redirect_blobs: bool = False
     redirect_expiry_s: int = 300

@@ -56,6 +56,7 @@ from registry.server.errors import (
     BLOB_UPLOAD_UNKNOWN,
     DIGEST_INVALID,
     RANGE_INVALID,
+    TOOMANYREQUESTS,
     RegistryError,
 )
 from registry.server.wire import UploadInfo
@@ -87,15 +88,39 @@ class _Hash:
     sha: hashlib._Hash
 
 
+# Open sessions one key (token subject), or one peer address, may hold at once in this
+# process. ollama and docker push a few layers in parallel; thousands are an attack
+# (each session is a directory and, while written, a file).
+MAX_SESSIONS_PER_KEY = 64
+MAX_SESSIONS_PER_PEER = 64
+
+
+class TooManySessions(Exception):
+    pass
+
+
 class UploadSessions:
     """Upload sessions in a storage driver (see the module docstring)."""
 
-    def __init__(self, blobs: BlobStore, idle_s: float) -> None:
+    def __init__(self, blobs: BlobStore, idle_s: float, *, per_key: int = MAX_SESSIONS_PER_KEY,
+                 per_peer: int = MAX_SESSIONS_PER_PEER) -> None:
         self.blobs = blobs
         self.driver = blobs.driver
         self.idle_s = idle_s
+        self.per_key = per_key
+        self.per_peer = per_peer
         self._hashes: OrderedDict[str, _Hash] = OrderedDict()
         self._lock = threading.Lock()
+        # Who opened each live session here: upload id -> (subject, peer).
+        self._owners: dict[str, tuple[str, str]] = {}
+
+    def _reserve(self, upload_id: str, subject: str, peer: str) -> None:
+        with self._lock:
+            by_key = sum(1 for s, _ in self._owners.values() if s == subject) if subject else 0
+            by_peer = sum(1 for _, p in self._owners.values() if p == peer) if peer else 0
+            if by_key >= self.per_key or by_peer >= self.per_peer:
+                raise TooManySessions()
+            self._owners[upload_id] = (subject, peer)
 
     @staticmethod
     def _dir(upload_id: str) -> str:
@@ -104,10 +129,17 @@ class UploadSessions:
     def data_path(self, upload_id: str) -> str:
         return f"{UPLOADS}/{upload_id}/data"
 
-    def create(self, repository: str, subject: str) -> str:
+    def create(self, repository: str, subject: str, peer: str = "") -> str:
+        """A new session; TooManySessions when `subject` or `peer` holds too many."""
         upload_id = str(uuid.uuid4())
+        self._reserve(upload_id, subject, peer)
         info = UploadInfo(repository=repository, subject=subject, created=time.time())
-        self.driver.put_content(f"{self._dir(upload_id)}/info", info.model_dump_json().encode())
+        try:
+            self.driver.put_content(f"{self._dir(upload_id)}/info", info.model_dump_json().encode())
+        except BaseException:
+            with self._lock:
+                self._owners.pop(upload_id, None)
+            raise
         return upload_id
 
     def info(self, upload_id: str) -> UploadInfo | None:
@@ -230,6 +262,8 @@ class UploadSessions:
 
     def discard(self, upload_id: str) -> bool:
         self.forget(upload_id)
+        with self._lock:
+            self._owners.pop(upload_id, None)
         try:
             self.driver.delete(self._dir(upload_id))
             return True
@@ -244,7 +278,11 @@ class UploadSessions:
         try:
             sessions = self.driver.list(UPLOADS)
         except PathNotFound:
-            return []
+            sessions = []
+        live = {session.rsplit("/", 1)[1] for session in sessions}
+        with self._lock:  # sessions finished by another process on the same store
+            for gone in [u for u in self._owners if u not in live]:
+                del self._owners[gone]
         removed = []
         for session in sessions:
             upload_id = session.rsplit("/", 1)[1]
@@ -374,12 +412,12 @@ async def start(request: web.Request, repo: Repository) -> web.Response:
     expected = parse_digest(digest_text) if digest_text is not None else None
     if expected is not None and not has_body(request):
         if expected == _EMPTY:
-            upload_id = await asyncio.to_thread(state.uploads.create, repo.key, subject)
+            upload_id = await _create(request, repo, subject)
             return await _finish(request, repo, upload_id, expected)
         if await blobs.readable(state, repo, expected):
             await blobs.link(state, repo, expected)
             return _created(request, repo, expected)
-    upload_id = await asyncio.to_thread(state.uploads.create, repo.key, subject)
+    upload_id = await _create(request, repo, subject)
     if expected is not None and has_body(request):
         try:
             await _append(request, repo, upload_id)
@@ -388,6 +426,19 @@ async def start(request: web.Request, repo: Repository) -> web.Response:
             await asyncio.to_thread(state.uploads.discard, upload_id)  # one request, one session
             raise
     return web.Response(status=202, headers=_session_headers(request, repo, upload_id, 0))
+
+
+async def _create(request: web.Request, repo: Repository, subject: str) -> str:
+    state = state_of(request)
+    try:
+        return await asyncio.to_thread(state.uploads.create, repo.key, subject, request.remote or "")
+    except TooManySessions:
+        raise RegistryError(
+            TOOMANYREQUESTS,
+            "too many open upload sessions: finish or cancel some (they are purged after "
+            f"{state.uploads.idle_s / 60:g} minutes without activity)",
+            headers={"Retry-After": "60"},
+        ) from None
 
 
 async def _finish(request: web.Request, repo: Repository, upload_id: str, expected: Digest) -> web.Response:

@@ -12,18 +12,35 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from runtime.cpu import EXTRA_BUFFERS_ENV, cpu_features, decide_extra_buffers, parse_setting
 from runtime.runner.protocol import MAX_LINE, CompleteSpec, LoadSpec, decode, encode
 
 log = logging.getLogger("corral.runner")
 
 LOAD_TIMEOUT_S = float(os.environ.get("CORRAL_LOAD_TIMEOUT", "300"))
+
+# What a runner child inherits: the system's basics and the settings of llama.cpp, its
+# math libraries and accelerators. Nothing else (no CORRAL_API_KEY, no CORRAL_KEY, no
+# cloud credentials): the child parses untrusted model files.
+_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SYSTEMROOT",
+})
+_ENV_PREFIXES = ("LC_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "HSA_", "OMP_", "GOMP_",
+                 "KMP_", "OPENBLAS_", "MKL_", "VK_", "NVIDIA_", "ONEAPI_", "SYCL_")
+
+
+def runner_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of `environ` a runner child gets (see _ENV_NAMES and _ENV_PREFIXES)."""
+    return {k: v for k, v in environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
 STOP_TIMEOUT_S = 5.0
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -31,6 +48,36 @@ CRASH_MESSAGE = (
     "model runner has unexpectedly stopped, this may be due to resource limitations "
     "or an internal error"
 )
+
+
+def crash_report(model: str, code: int | None, phase: str, extra_buffers: bool | None = None) -> str:
+    """What to tell a user whose runner died: the model, the signal (or exit status),
+    when it happened (``load``, ``first evaluation`` or ``generation``) and a hint."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        how = f"was killed by {name} ({-code})"
+    else:
+        how = f"exited with status {code}"
+    when = {"load": "while loading the model", "first evaluation": "during its first evaluation"}.get(
+        phase, "while generating")
+    text = f"{CRASH_MESSAGE}: the runner for {model or 'the model'} {how} {when}"
+    hint = ""
+    if code in (-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS, -signal.SIGABRT) and phase != "generation":
+        if extra_buffers:
+            hint = ("llama.cpp crashed on this CPU; try CORRAL_LLAMA_EXTRA_BUFFERS=off "
+                    "(repacked weights crash on some CPUs, e.g. with AMX)")
+        else:
+            hint = ("llama.cpp crashed on this CPU or this model file; check that the model is "
+                    "a valid GGUF for this llama-cpp-python version")
+    elif code == -signal.SIGKILL:
+        hint = ("the system may have run out of memory (see dmesg); try a smaller num_ctx or "
+                "CORRAL_NUM_PARALLEL")
+    if hint:
+        text += f". Hint: {hint}"
+    return text
 
 
 class RunnerError(Exception):
@@ -72,6 +119,9 @@ class Runner:
         self._stderr: deque[str] = deque(maxlen=20)
         self._closing = False
         self.dead = False
+        # What the child has done so far, for a crash report: load, first evaluation, generation.
+        self.phase = "load"
+        self.extra_buffers = True
         self.info: dict[str, Any] = {}
         self.on_exit: Callable[[Runner], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,7 +136,7 @@ class Runner:
     async def start(cls, spec: LoadSpec, *, env: dict[str, str] | None = None) -> Runner:
         """Start a child and load `spec` into it; raise RunnerError if that fails."""
         parent_sock, child_sock = socket.socketpair()
-        child_env = dict(os.environ if env is None else env)
+        child_env = runner_env(os.environ if env is None else env)
         child_env.setdefault("GGML_NO_BACKTRACE", "1")
         # The child imports `runtime` by module name; make sure it finds this checkout.
         child_env["PYTHONPATH"] = os.pathsep.join(
@@ -108,6 +158,9 @@ class Runner:
             child_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock, limit=MAX_LINE)
         runner = cls(spec, proc, reader, writer)
+        # What the child decides from the same CPU and environment (for a crash report).
+        runner.extra_buffers = decide_extra_buffers(
+            cpu_features().flags, parse_setting(child_env.get(EXTRA_BUFFERS_ENV))).enabled
         runner._tasks = [
             asyncio.create_task(runner._read_loop(), name=f"runner-{proc.pid}-read"),
             asyncio.create_task(runner._log_loop(), name=f"runner-{proc.pid}-log"),
@@ -122,6 +175,7 @@ class Runner:
                 raise RunnerError(f"failed to load model: {exc.message}", exc.status) from None
             raise
         runner.info = reply
+        runner.phase = "first evaluation"
         log.info("runner %d loaded %s (n_ctx=%d, threads=%d) in %.2fs", proc.pid, spec.model_path,
                  spec.n_ctx, spec.n_threads, reply.get("load_ns", 0) / 1e9)
         return runner
@@ -161,6 +215,11 @@ class Runner:
                     break
                 msg = decode(line)
                 request_id = msg.get("id", 0)
+                if self.phase == "first evaluation" and ("piece" in msg or "done" in msg or "embeddings" in msg):
+                    self.phase = "generation"
+                if "error" in msg and int(msg.get("status", 500)) >= 500:
+                    log.error("runner %d for %s: request %s failed: %s", self.proc.pid,
+                              self.spec.model_name or self.spec.model_path, request_id, msg["error"])
                 target = self._pending.get(request_id)
                 if target is None:
                     continue
@@ -187,7 +246,8 @@ class Runner:
             code = await self.proc.wait()
         # Give the log reader a moment to collect the child's last words.
         await asyncio.sleep(0)
-        message = CRASH_MESSAGE + f" (runner exit status {code})"
+        message = crash_report(self.spec.model_name or self.spec.model_path, code, self.phase,
+                               self.info.get("extra_buffers", self.extra_buffers)) + f" (runner exit status {code})"
         tail = [line for line in self._stderr if line.strip()][-3:]
         if tail and not self._closing:
             message += ": " + " / ".join(tail)

@@ -24,6 +24,10 @@ MAX_LINE = 256 * 1024 * 1024
 
 Op = Literal["load", "complete", "tokenize", "detokenize", "embed", "cancel"]
 
+# One of these in a prompt stands for one image of CompleteSpec.images, in order.
+IMAGE_MARKER = "<__media__>"
+MAX_TOP_LOGPROBS = 20
+
 
 @dataclass(frozen=True)
 class LoadSpec:
@@ -41,6 +45,12 @@ class LoadSpec:
     # True for embedding-only models (BERT-like): the context is created for embeddings.
     # Generative models compute embeddings by switching the context mode per request.
     embedding: bool = False
+    # Sequences served at once (continuous batching): one KV cache stream of n_ctx each.
+    n_parallel: int = 1
+    # A model's projector blob path; None = no vision.
+    projector_path: str | None = None
+    # For messages only (a crash report names the model); not part of a runner's identity.
+    model_name: str = field(default="", compare=False)
 
     def message(self) -> dict[str, Any]:
         return {"op": "load", **asdict(self)}
@@ -81,10 +91,16 @@ class CompleteSpec:
     truncate: bool = True
     # Slide the context window when generation fills it, instead of stopping.
     shift: bool = True
+    # Log-probabilities of each sampled token, and of the `top_logprobs` likeliest ones.
+    logprobs: bool = False
+    top_logprobs: int = 0
+    # Base64-encoded image files, in prompt order: one IMAGE_MARKER in the prompt each.
+    images: tuple[str, ...] = ()
 
     def message(self, request_id: int) -> dict[str, Any]:
         data = asdict(self)
         data["sampling"]["stop"] = list(self.sampling.stop)
+        data["images"] = list(self.images)
         return {"op": "complete", "id": request_id, **data}
 
 

@@ -175,6 +175,9 @@ def plan_create(store: Store, spec: CreateSpec) -> CreatePlan:
         for key, digest in spec.files.items():
             g = _read_uploaded(store, digest, key)
             media_type = _KIND_MEDIA_TYPE[gguf.kind(g)]
+            if media_type == MEDIA_TYPE_MODEL and g.architecture is None and not g.tensors:
+                store.discard_unreferenced({digest})
+                raise CreateError(f"{key}: not a model: the GGUF has no general.architecture and no tensors")
             layers.append(_Planned(Layer(media_type=media_type, digest=digest,
                                          size=store.blobs.size(digest), from_=key)))
             headers.append((media_type, g))

@@ -62,6 +62,18 @@ def test_unreachable_server_is_a_one_line_error():
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("Error: could not connect")
 
 
+def test_bad_server_address_is_a_one_line_error():
+    for name, value in [("CORRAL_HOST", "bogus:xx"), ("OLLAMA_HOST", "127.0.0.1:99999")]:
+        env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_HOST", "OLLAMA_HOST")}
+        env[name] = value
+        for args in (["list"], ["run", "m", "hi"], ["pull", "m"]):
+            out = subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert out.returncode == 1 and "Traceback" not in out.stderr
+            assert out.stderr == f"Error: {name}={value!r} is not an address: use host:port, " \
+                                 "e.g. 127.0.0.1:11434 or http://myhost:11434\n"
+
+
 def test_host_resolution_order(monkeypatch):
     from api.client import base_url
 
@@ -75,3 +87,38 @@ def test_host_resolution_order(monkeypatch):
     assert base_url("https://h") == "https://h:443"
     assert base_url("http://h/prefix/") == "http://h:80/prefix"
     assert base_url("[::1]:9000") == "http://[::1]:9000"
+
+
+def test_version_help_and_no_command():
+    env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_HOST", "OLLAMA_HOST")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    from api import __version__
+
+    for flag in ("--version", "-v"):
+        out = cli(flag)
+        assert out.returncode == 0 and out.stdout.strip() == f"corral version {__version__}"
+    bare = cli()
+    assert bare.returncode == 0 and bare.stdout.startswith("usage: corral") and bare.stderr == ""
+    helped = cli("--help")
+    assert helped.returncode == 0 and helped.stdout == bare.stdout
+    for name in ("CORRAL_HOST", "OLLAMA_HOST", "CORRAL_MODELS", "OLLAMA_MODELS", "CORRAL_API_KEY",
+                 "CORRAL_KEEP_ALIVE", "CORRAL_NUM_THREADS", "CORRAL_MAX_MEMORY", "CORRAL_KEY"):
+        assert name in helped.stdout
+    for command in ("serve", "run", "pull", "push", "create", "show", "key"):
+        assert re.search(rf"^    {command}\b", helped.stdout, re.M), command
+
+
+def test_show_verbose_adds_metadata_and_tensors(server):
+    plain = corral(server, "show", "tiny")
+    verbose = corral(server, "show", "tiny", "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert verbose.stdout.startswith(plain.stdout.rstrip("\n"))
+    assert "  Metadata" in verbose.stdout and "  Tensors" in verbose.stdout
+    assert re.search(r"general\.architecture\s+llama", verbose.stdout)
+    assert re.search(r"tokenizer\.ggml\.tokens\s+\[.* \.\.\.\+\d+ more\]", verbose.stdout)
+    assert re.search(r"token_embd\.weight\s+F16\s+\[", verbose.stdout)
+    assert "  Metadata" not in plain.stdout

@@ -87,9 +87,11 @@ def test_greedy_matches_llama_cpp(srv: ThreadedServer, client: ollama.Client) ->
     }).json()["_debug_info"]["rendered_template"]
     assert rendered.endswith("<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n")
     ours = client.generate(model=MODEL, prompt=question, options=GREEDY)
-    llm = llama_cpp.Llama(str(default_model.gguf_path()), n_ctx=512, n_threads=1, verbose=False)
+    llm = llama_cpp.Llama(str(default_model.gguf_path()), n_ctx=512, n_threads=1, verbose=False,
+                          last_n_tokens_size=64)
+    # ollama's default repeat_penalty (1.1 over the last 64 tokens) applies to greedy text too.
     direct = llm.create_completion(rendered, max_tokens=GREEDY["num_predict"], temperature=0,
-                                   stop=["<|im_start|>", "<|im_end|>"])
+                                   repeat_penalty=1.1, stop=["<|im_start|>", "<|im_end|>"])
     assert ours.response == direct["choices"][0]["text"]
 
 

@@ -132,8 +132,9 @@ def test_blob_head_get_range(srv):
     assert headers["content-range"] == "bytes */100000"
     status, _, body = raw_request(srv, "GET", path, headers={"Range": "bytes=0-1,5-6"})
     assert status == 416
-    # The one-component name is library/<name>; the blob store is shared when pulls are open.
-    assert raw_request(srv, "HEAD", f"/v2/mario/blobs/{d}")[0] == 200
+    # A blob is readable only through a repository that owns it (here alice/mario), not
+    # through library/mario (the one-component name) nor any other.
+    assert raw_request(srv, "HEAD", f"/v2/mario/blobs/{d}")[0] == 404
     missing = digest_of(b"nope")
     status, _, body = raw_request(srv, "GET", f"/v2/alice/mario/blobs/{missing}")
     assert status == 404 and oci_error(body) == ["BLOB_UNKNOWN"]
@@ -500,8 +501,14 @@ def test_tags_and_catalog_pagination(srv):
     raw, _ = push_model(srv, "alice/mario", "a")
     for tag in ("b", "c", "d"):
         httpx.put(f"{srv.url}/v2/alice/mario/manifests/{tag}", content=raw, headers={"Content-Type": DOCKER_MANIFEST})
+    manifest = json.loads(raw)
     for repo in ("bob/x", "alice/luigi", "library/tiny"):
-        httpx.put(f"{srv.url}/v2/{repo}/manifests/v1", content=raw, headers={"Content-Type": DOCKER_MANIFEST})
+        # Each repository mounts the blobs first: a manifest may only use its own blobs.
+        for blob in [manifest["config"], *manifest["layers"]]:
+            r = httpx.post(f"{srv.url}/v2/{repo}/blobs/uploads/", params={"mount": blob["digest"], "from": "alice/mario"})
+            assert r.status_code == 201
+        r = httpx.put(f"{srv.url}/v2/{repo}/manifests/v1", content=raw, headers={"Content-Type": DOCKER_MANIFEST})
+        assert r.status_code == 201
     with _client(srv) as c:
         assert c.get("/v2/alice/mario/tags/list").json() == {"name": "alice/mario", "tags": ["a", "b", "c", "d"]}
         r = c.get("/v2/alice/mario/tags/list", params={"n": 2})

@@ -176,13 +176,15 @@ def test_second_push_skips_what_the_registry_has(tmp_path, alice, tiny_f16):
         uploaded = [s for s in client.log if s.method == "POST" and s.status == 202]
         assert len(uploaded) == 2  # the new system layer and the new config only
 
-        # Another repository: with anonymous pulls every stored blob is readable anywhere,
-        # so the HEAD already says 200.
+        # Another repository: a blob is readable only through repositories that own it, so
+        # the HEAD says 404 and the weights are sent again (the store keeps one copy).
         other = local_model(tmp_path / "c", srv.host, "alice", "peach", "v1", tiny_f16)
         client = go_client(tmp_path / "c", alice)
         client.push(other)
         heads = [s for s in client.log if s.method == "HEAD" and s.url.endswith(weights["digest"])]
-        assert [s.status for s in heads] == [200]
+        assert [s.status for s in heads] == [404]
+        blobs = tmp_path / "server" / "blobs"
+        assert (blobs / weights["digest"].replace(":", "-")).stat().st_size == len(tiny_f16)
 
 
 def test_private_push_mounts_layers_with_from(tmp_path, alice, tiny_f16):
@@ -364,4 +366,4 @@ def test_corral_serve_registry_flags(tmp_path, alice, tiny_f16):
     (tmp_path / "bad_keys").write_text("ssh-rsa AAAA nope\n")
     proc, port = _serve(tmp_path, "--authorized-keys", str(tmp_path / "bad_keys"))
     assert proc.wait(30) != 0
-    assert "bad_keys:1" in proc.stderr.read()
+    assert "bad_keys line 1: unsupported key type 'ssh-rsa'" in proc.stderr.read()

@@ -892,7 +892,7 @@ def test_authorized_keys_parse_and_allowed():
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        (f"ssh-ed25519 {PUB_B64}", "got 2 field"),
+        (f"ssh-ed25519 {PUB_B64}", "the key has no namespaces: add the namespaces"),
         (f"ssh-ed25519 {PUB_B64} alice bob", "got 4 field"),
         (f"ssh-ed25519 {PUB_B64} root@host", "invalid namespace"),
         (f"ssh-ed25519 {PUB_B64} alice,", "invalid namespace"),
@@ -906,7 +906,7 @@ def test_authorized_keys_bad_line_names_its_number(line, message):
     text = f"# header\n\nssh-ed25519 {OTHER_B64} *\n{line}\n"
     with pytest.raises(AuthorizedKeysError, match=message) as e:
         AuthorizedKeys.parse(text, source="keys")
-    assert e.value.lineno == 4 and str(e.value).startswith("keys:4: ")
+    assert e.value.lineno == 4 and str(e.value).startswith("keys line 4: ")
 
 
 def test_authorized_keys_file_reloads_and_fails_closed(tmp_path):
@@ -935,7 +935,7 @@ def test_authorized_keys_file_errors_at_startup(tmp_path):
         AuthorizedKeysFile(tmp_path / "missing")
     bad = tmp_path / "bad"
     bad.write_text("nonsense\n")
-    with pytest.raises(AuthorizedKeysError, match=":1: "):
+    with pytest.raises(AuthorizedKeysError, match=" line 1: "):
         AuthorizedKeysFile(bad)
 
 

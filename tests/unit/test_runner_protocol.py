@@ -16,7 +16,8 @@ def test_lines_are_ascii_json() -> None:
     assert msg["sampling"]["stop"] == ["</s>"] and msg["format"] == {"type": "object"}
     load = decode(encode(LoadSpec("/m", 2048, 512, 2).message()))
     assert load == {"op": "load", "model_path": "/m", "n_ctx": 2048, "n_batch": 512, "n_threads": 2,
-                    "use_mmap": True, "embedding": False}
+                    "use_mmap": True, "embedding": False, "n_parallel": 1, "projector_path": None,
+                    "model_name": ""}
 
 
 def test_stop_sequences() -> None:

@@ -102,3 +102,23 @@ def test_wrong_types(options: dict, message: str) -> None:
 
 def test_unknown_options_are_ignored() -> None:
     assert resolve_options(None, {"tfs_z": 1.0, "whatever": 3}, model_path="/m").sampling.top_k == 40
+
+
+def test_num_parallel_from_env_and_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_NUM_PARALLEL", raising=False)
+    r = resolve_options({}, {}, model_path="/m")
+    assert r.load.n_parallel == 4 and not r.parallel_explicit
+    monkeypatch.setenv("CORRAL_NUM_PARALLEL", "2")
+    assert resolve_options({}, {}, model_path="/m").load.n_parallel == 2
+    monkeypatch.setenv("CORRAL_NUM_PARALLEL", "zero")
+    assert resolve_options({}, {}, model_path="/m").load.n_parallel == 4
+    r = resolve_options({"num_parallel": 1}, {"num_parallel": 8}, model_path="/m")
+    assert r.load.n_parallel == 1 and r.parallel_explicit  # the model's PARAMETER wins; requests cannot set it
+
+
+def test_modelfile_accepts_num_parallel() -> None:
+    from store.modelfile.parser import parse_modelfile
+    from store.options import coerce_parameter
+
+    assert coerce_parameter("num_parallel", "2") == 2
+    parse_modelfile("FROM x.gguf\nPARAMETER num_parallel 2\n")

@@ -295,3 +295,80 @@ def test_parse_size() -> None:
     assert parse_size("1.5g") == 1_500_000_000
     assert parse_size("lots") is None
     assert parse_size("-1GB") is None
+
+
+# -- parallel sequences ------------------------------------------------------------------------
+
+
+def pspec(name: str, n_parallel: int) -> LoadSpec:
+    return LoadSpec(model_path=name, n_ctx=2048, n_batch=512, n_threads=1, n_parallel=n_parallel)
+
+
+async def test_parallel_leases_share_one_runner() -> None:
+    launcher = Launcher()
+    s = make(launcher)
+    leases = [await s.acquire(ref("a"), pspec("a", 3)) for _ in range(3)]
+    assert len({id(lease.runner) for lease in leases}) == 1 and len(launcher.started) == 1
+    fourth = asyncio.ensure_future(s.acquire(ref("a"), pspec("a", 3)))
+    await settle()
+    assert not fourth.done()  # all three sequences are taken
+    leases[1].release()
+    await settle()
+    assert fourth.done() and fourth.result().runner is leases[0].runner
+    (entry,) = s.loaded()
+    assert entry.parallel == 3
+    for lease in (leases[0], leases[2], fourth.result()):
+        lease.release()
+    await s.close()
+
+
+async def test_keep_alive_of_the_last_request_to_finish() -> None:
+    launcher = Launcher()
+    s = make(launcher)
+    first = await s.acquire(ref("a"), pspec("a", 2))
+    second = await s.acquire(ref("a"), pspec("a", 2))
+    first.release(0)  # the other request still runs: the model stays
+    await settle()
+    assert launcher.live() == ["a"]
+    second.release(0)
+    await settle()
+    assert launcher.live() == []
+
+
+async def test_other_settings_wait_for_every_parallel_request() -> None:
+    launcher = Launcher()
+    s = make(launcher)
+    a1 = await s.acquire(ref("a"), pspec("a", 2))
+    other = asyncio.ensure_future(s.acquire(ref("a"), LoadSpec("a", 4096, 512, 1, n_parallel=2)))
+    await settle()
+    assert not other.done()
+    a1.release()
+    await settle()
+    assert other.done() and other.result().runner.spec.n_ctx == 4096
+    other.result().release()
+    await s.close()
+
+
+def test_fit_parallel_each_branch() -> None:
+    from runtime.scheduler import fit_parallel
+
+    assert fit_parallel(4, size=100, kv_size=10, budget=1000) == 4  # everything fits
+    assert fit_parallel(4, size=100, kv_size=10, budget=121) == 3  # 100 + 2*10 fits, 3*10 not
+    assert fit_parallel(4, size=100, kv_size=10, budget=50) == 1  # never below one
+    assert fit_parallel(0, size=1, kv_size=0, budget=10) == 1
+
+
+async def test_parallel_lowered_to_the_budget_unless_explicit() -> None:
+    launcher = Launcher()
+    s = make(launcher, memory_budget=1_000)
+    model = ModelRef(name="a", digest="a" * 8, details={}, size=400, kv_size=300)
+    lease = await s.acquire(model, pspec("a", 4))
+    assert lease.runner.spec.n_parallel == 3  # 400 + 2*300 = 1000
+    (entry,) = s.loaded()
+    assert entry.size == 1000 and entry.parallel == 3
+    lease.release(0)
+    await settle()
+    lease = await s.acquire(model, pspec("a", 4), parallel_explicit=True)
+    assert lease.runner.spec.n_parallel == 4  # PARAMETER num_parallel wins
+    lease.release(0)
+    await s.close()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from runtime.tools import ThinkingParser, ToolParser, tool_call_id
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather"}},
@@ -58,3 +61,28 @@ def test_thinking_parser() -> None:
     assert "".join(b for _, b in out) == "Answer more"
     plain = ThinkingParser()
     assert plain.add("No thinking here") == ("", "No thinking here")
+
+
+
+_PIECES = ['{', '}', '"', '\\', 'get_weather', 'get_time', '"name"', ':', '"arguments"', ',', ' ', 'x',
+           '[', ']', '<tool_call>', '{"name": "get_time", "arguments": {"tz": "UTC"}}']
+
+
+class _Rescanning(ToolParser):
+    """The same parser, but every scan starts again from the buffer's beginning."""
+
+    def _parse_call(self):  # noqa: ANN202
+        self._reset()
+        return super()._parse_call()
+
+    def _complete(self) -> bool:
+        self._reset()
+        return super()._complete()
+
+
+@given(st.sampled_from(["{", "[", "<tool_call>"]),
+       st.lists(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=3).map("".join), max_size=25))
+@settings(max_examples=300, deadline=None)
+def test_resumed_scans_agree_with_full_rescans(tag: str, tokens: list[str]) -> None:
+    """Scans resume where they stopped; the result is what rescanning everything gives."""
+    assert feed(ToolParser(TOOLS, tag), tokens) == feed(_Rescanning(TOOLS, tag), tokens)
