@@ -25,12 +25,14 @@ import asyncio
 import hashlib
 import logging
 import re
+import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -62,7 +64,7 @@ from registry.server.errors import (
 from registry.server.wire import UploadInfo
 from store.blobs import BlobStore
 from store.digest import Digest
-from store.driver import PathNotFound, WriterBusy
+from store.driver import PathNotFound, StorageDriver, WriterBusy
 from store.errors import DigestMismatch as StoreDigestMismatch
 
 log = logging.getLogger("corral.registry")
@@ -102,8 +104,10 @@ class TooManySessions(Exception):
 class UploadSessions:
     """Upload sessions in a storage driver (see the module docstring)."""
 
-    def __init__(self, blobs: BlobStore, idle_s: float, *, per_key: int = MAX_SESSIONS_PER_KEY,
-                 per_peer: int = MAX_SESSIONS_PER_PEER) -> None:
+    def __init__(self, blobs: BlobStore | StorageDriver, idle_s: float, *,
+                 per_key: int = MAX_SESSIONS_PER_KEY, per_peer: int = MAX_SESSIONS_PER_PEER) -> None:
+        if isinstance(blobs, StorageDriver):  # sessions on a bare driver publish into its blobs/
+            blobs = BlobStore(blobs, partial_root=Path(tempfile.gettempdir()))
         self.blobs = blobs
         self.driver = blobs.driver
         self.idle_s = idle_s
