@@ -12,6 +12,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from api import metrics, ui
+from api.apikeys import ApiKeyFile
+from api.audit import AUDIT, AuditLog, audit_middleware
+from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, RateLimiter, auth_middleware
 from api.middleware import (
     content_type_guard,
     cors,
@@ -23,10 +27,13 @@ from api.middleware import (
 )
 from api.origins import OriginPolicy, host_name
 from api.resources import header_timeout, install_repeat_filter, raise_nofile
-from api.routes import blobs, create, inference, meta, models, transfer
+from api.routes import blobs, bundles, create, health, inference, meta, models, transfer
+from api.routes.transfer import TRANSFER
 from api.settings import Settings
 from api.state import SETTINGS, STORE
-from registry.server import registry_guard, setup_registry
+from registry.server import RegistryState, registry_guard, setup_registry
+from registry.server.quota import QuotaLedger
+from registry.throttle import ByteRate
 from runtime.cpu import log_startup as log_cpu
 from store.gc import collect, fix_blob_names
 from store.storage import StorageConfigError, open_driver
@@ -37,27 +44,77 @@ STARTUP_GC_DELAY_S = 2.0
 
 
 def create_app(settings: Settings) -> web.Application:
+    meters = metrics.Metrics()
+    audit_log = AuditLog(settings.audit_log)
+    api_keys = ApiKeyFile(settings.api_keys_path)
+    registry_state: list[RegistryState] = []
+    authenticator = Authenticator(
+        shared_key=settings.api_key, api_keys=api_keys, window_s=settings.auth_window_s,
+        authorized_keys=lambda: registry_state[0].authorized_keys() if registry_state else None,
+    )
+    auth_config = AuthConfig(authenticator, audit_log, RateLimiter(settings.infer_rate))
+    # With --require-auth every /api and /v1 request is identified and checked for its
+    # scope, which replaces the shared-key/loopback rule for model management.
+    access = ([auth_middleware(auth_config)] if settings.require_auth
+              else [mutation_guard(settings.api_key, settings.private)])
+    counting = [metrics.metrics_middleware(meters)] if settings.metrics else []
     hosts = _local_names(settings)
     app = web.Application(
-        middlewares=[registry_guard, path_guard, host_check(settings.host, hosts),
+        middlewares=[*counting, registry_guard, path_guard, host_check(settings.host, hosts),
                      cors(OriginPolicy(settings.origins), hosts), content_type_guard,
-                     mutation_guard(settings.api_key, settings.private), errors],
+                     *access, audit_middleware(audit_log, IDENTITY), errors],
         client_max_size=32 * 1024 * 1024,
     )
     app.on_response_prepare.append(cors_headers)
+    metrics.install(app, meters)
+    app[AUTH] = auth_config
+    app[AUDIT] = audit_log
+    app.on_cleanup.append(lambda _app: _close_audit(audit_log))
     store = open_store(settings)
     app[STORE] = store
     app[SETTINGS] = settings
     app.add_routes(meta.routes)
     app.add_routes(models.routes)
     app.add_routes(blobs.routes)
+    app.add_routes(bundles.routes)
     app.add_routes(create.routes)
     inference.setup(app)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
     app.cleanup_ctx.append(_online_gc)
-    setup_registry(app, settings, store)
+    app.on_startup.append(_announce_auth)
+    registry_state.append(setup_registry(app, settings, store))
+    _apply_limits(app, settings, registry_state[0])
+    health.install(app, settings.metrics_listen)
+    ui.install(app)
     return app
+
+
+def _apply_limits(app: web.Application, settings: Settings, registry: RegistryState) -> None:
+    """--quota, --max-download-rate, --max-upload-rate and --max-connections (README "Limits")."""
+    down = ByteRate(settings.max_download_rate) if settings.max_download_rate else None
+    up = ByteRate(settings.max_upload_rate) if settings.max_upload_rate else None
+    registry.serve_rate, registry.receive_rate = down, up
+    if settings.quotas:
+        registry.quota = QuotaLedger(dict(settings.quotas), registry.store, registry.config.host)
+    state = app[TRANSFER]
+    state.download_rate, state.upload_rate = down, up
+    state.connection_limit = settings.max_connections
+
+
+async def _announce_auth(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    if not settings.require_auth:
+        return
+    sources = [what for what, present in (
+        ("signatures of keys in --authorized-keys", settings.authorized_keys is not None),
+        (f"API keys in {settings.api_keys_path}", True),
+        ("the shared CORRAL_API_KEY", settings.api_key is not None)) if present]
+    log.info("--require-auth: /api and /v1 accept %s", ", ".join(sources))
+
+
+async def _close_audit(audit_log: AuditLog) -> None:
+    audit_log.close()
 
 
 def _local_names(settings: Settings) -> frozenset[str]:
@@ -83,8 +140,9 @@ async def _prepare_store(app: web.Application) -> None:
         log.info("renamed %d blobs to ollama's sha256-<hex> form", renamed)
 
 
-def _gc_cycle(store: Store, grace: float) -> None:
+def _gc_cycle(app: web.Application, store: Store, grace: float) -> None:
     report = collect(store, grace)
+    metrics.record_gc(app, report)
     if report.removed_blobs or report.removed_files:
         log.info(
             "gc: removed %d unreferenced blobs and %d leftover files (%d bytes)",
@@ -107,7 +165,7 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
         while True:
             if run:
                 try:
-                    await asyncio.to_thread(_gc_cycle, store, settings.gc_grace)
+                    await asyncio.to_thread(_gc_cycle, app, store, settings.gc_grace)
                 except Exception:
                     log.exception("gc cycle failed")
             if settings.gc_interval <= 0:

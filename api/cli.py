@@ -13,7 +13,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from api import __version__, cli_create, cli_run, cli_storage, cli_transfer, startup
+from api import (
+    __version__,
+    cli_bundle,
+    cli_create,
+    cli_mirror,
+    cli_ops,
+    cli_run,
+    cli_storage,
+    cli_transfer,
+    startup,
+)
 from api.client import Client, ClientError
 from api.humanize import human_bytes, human_time, table
 from api.settings import Settings
@@ -37,6 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trust_proxy=args.trust_proxy,
         api_key=env.get("CORRAL_API_KEY") or None,
         **cli_storage.serve_settings(args),
+        **cli_ops.settings_fields(args),
+        **cli_mirror.settings_from(args),
     )
     startup.check_environment(env)
     startup.check_models_dir(settings.models)
@@ -162,9 +174,15 @@ ENVIRONMENT = """environment variables:
   CORRAL_API_KEY           key for model management from other machines (server and CLI);
                            the CLI also reads OLLAMA_API_KEY
   CORRAL_KEY               ed25519 key that signs registry token requests (~/.corral/id_ed25519)
+  CORRAL_API_KEYS          bearer API keys file of `corral keys` and `serve --require-auth`
+                           (default api-keys.json beside the model store)
   CORRAL_KEEP_ALIVE        how long a model stays loaded after a request (default 5m)
   CORRAL_CONTEXT_LENGTH    num_ctx when neither model nor request sets it (default 4096)
-  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins)
+  CORRAL_NUM_THREADS       llama.cpp threads per model (num_thread in options wins;
+                           default: the physical cores)
+  CORRAL_NUM_PARALLEL      requests a loaded model serves at once (default 4; lowered to fit
+                           CORRAL_MAX_MEMORY; PARAMETER num_parallel wins)
+  CORRAL_LLAMA_EXTRA_BUFFERS  auto|on|off: llama.cpp's repacked weights (auto: off with AMX)
   CORRAL_MAX_LOADED_MODELS models loaded at once (default 3)
   CORRAL_MAX_MEMORY        memory budget for loaded models, e.g. 8GiB (default 3/4 of RAM)
   CORRAL_MAX_QUEUE         requests waiting per model before 503 (default 512)
@@ -196,6 +214,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="honour X-Forwarded-Proto/-Host from a reverse proxy in front of the server")
     cli_transfer.add_serve_arguments(p)
     cli_storage.add_serve_arguments(p)
+    cli_ops.add_serve_arguments(p)
+    cli_mirror.add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
     cli_storage.add_gc_command(sub)
 
@@ -227,6 +247,8 @@ COMMANDS: list[Register] = [
     cli_create.add_parser,
     cli_run.add_parsers,
     cli_transfer.add_parsers,
+    cli_ops.add_parsers,
+    cli_bundle.add_parsers,
     _add_models,
 ]
 

@@ -36,6 +36,8 @@ def apply_serve_arguments(args: argparse.Namespace) -> None:
 
 async def _transfer(path: str, args: argparse.Namespace, verb: str) -> int:
     body = {"model": args.model, "insecure": bool(args.insecure), "stream": True}
+    if getattr(args, "format", None):
+        body["format"] = args.format
     renderer = ProgressRenderer()
     try:
         async with Client() as client:
@@ -95,6 +97,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("push", help="push a model to a registry")
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true", help="use plain http for the registry")
+    p.add_argument("--format", choices=("ollama", "modelpack"),
+                   help="push ollama's manifest (default) or a CNCF ModelPack one of the same blobs")
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser(

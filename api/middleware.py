@@ -133,6 +133,7 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
 # origins without asking first; blob uploads take application/octet-stream (or the
 # application/json that ollama's Go client puts on every request).
 _JSON_TYPES = frozenset({"application/json"})
+_BUNDLE_TYPES = frozenset({"application/zstd", "application/x-tar", "application/octet-stream"})
 _BLOB_TYPES = frozenset({"application/octet-stream", "application/json"})
 
 
@@ -147,6 +148,11 @@ async def content_type_guard(request: web.Request, handler: Handler) -> web.Stre
         if request.path.startswith("/api/blobs/"):
             if media and media not in _BLOB_TYPES:
                 return error_response(415, "blob uploads need Content-Type: application/octet-stream")
+        elif request.path == "/api/import":
+            if media not in _BUNDLE_TYPES:
+                return error_response(
+                    415, "bundle imports need Content-Type: application/zstd, application/x-tar "
+                    "or application/octet-stream")
         elif media not in _JSON_TYPES and not (media.startswith("application/") and media.endswith("+json")):
             return error_response(415, "this endpoint needs Content-Type: application/json")
     return await handler(request)
@@ -176,6 +182,7 @@ async def path_guard(request: web.Request, handler: Handler) -> web.StreamRespon
 MUTATING = frozenset({
     ("POST", "/api/create"), ("DELETE", "/api/delete"), ("POST", "/api/copy"),
     ("POST", "/api/pull"), ("POST", "/api/push"),
+    ("POST", "/api/export"), ("POST", "/api/import"),
 })
 
 

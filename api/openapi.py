@@ -26,13 +26,17 @@ from api.schemas import (
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
+    ExportRequest,
     GenerateRequest,
     GenerateResponse,
+    HealthResponse,
+    ImportResponse,
     ListResponse,
     ProcessResponse,
     ProgressResponse,
     PullRequest,
     PushRequest,
+    ReadyResponse,
     ShowRequest,
     ShowResponse,
     VersionResponse,
@@ -70,6 +74,12 @@ OPERATIONS: list[Operation] = [
               success=201, extra_success={200: "The blob already exists; the body is not read"},
               errors=(400,), path_params=("digest",), request_content="application/octet-stream"),
     Operation("get", "/api/ps", "Models loaded in memory", response=ProcessResponse),
+    Operation("post", "/api/export", "Stream models as one bundle: an OCI image layout in a tar, "
+              "zstd-compressed unless compress is false", request=ExportRequest,
+              response_content="application/zstd", errors=(400, 404)),
+    Operation("post", "/api/import", "Import a bundle (the request body); every digest is verified "
+              "before anything is written", response=ImportResponse,
+              request_content="application/zstd", errors=(400,)),
     Operation("post", "/api/create", "Create a model from uploaded blobs, a base model and text layers; "
               "NDJSON progress unless stream is false", request=CreateRequest, response=ProgressResponse,
               response_content="application/x-ndjson", errors=(400,)),
@@ -96,6 +106,15 @@ OPERATIONS += [
               request=EmbedRequest, response=EmbedResponse, errors=(400, 404, 503)),
     Operation("post", "/api/embeddings", "Legacy: the embedding of one prompt, not normalised",
               request=EmbeddingsRequest, response=EmbeddingsResponse, errors=(400, 404, 503)),
+]
+
+# Operations (README "Metrics and health"); /metrics is Prometheus text format.
+OPERATIONS += [
+    Operation("get", "/metrics", "Prometheus metrics (text format 0.0.4); absent here with "
+              "--metrics-listen, which serves it on its own address", response_content="text/plain"),
+    Operation("get", "/healthz", "The process is up", response=HealthResponse),
+    Operation("get", "/readyz", "Startup finished and the store is reachable; 503 otherwise",
+              response=ReadyResponse, errors=(503,)),
 ]
 
 _ERROR_TEXT = {400: "Invalid input", 404: "Not found", 500: "Server error", 503: "Busy: queue full"}

@@ -24,6 +24,15 @@ class ErrorResponse(BaseModel):
     error: str
 
 
+class HealthResponse(BaseModel):
+    status: str = Field(description="`ok` while the process runs")
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(description="`ready`, or `not ready` (with status 503)")
+    checks: dict[str, str] = Field(description="each check (`startup`, `store`): `ok` or what failed")
+
+
 class VersionResponse(BaseModel):
     version: str = Field(description="The Ollama API version this server is compatible with")
     corral_version: str | None = Field(default=None, description="corral's own version")
@@ -144,7 +153,8 @@ class PullRequest(Request):
 
 
 class PushRequest(PullRequest):
-    pass
+    format: Literal["ollama", "modelpack"] | None = Field(
+        default=None, description="manifest to push: ollama's (default) or a CNCF ModelPack one")
 
 
 # --- inference: /api/generate, /api/chat, /api/embed, /api/embeddings -----------------------
@@ -328,3 +338,19 @@ class EmbeddingsRequest(Request):
 
 class EmbeddingsResponse(BaseModel):
     embedding: list[float] = Field(description="not normalised (the legacy endpoint)")
+
+
+class ExportRequest(BaseModel):
+    """`POST /api/export`: the models to put in one bundle, zstd-compressed unless false."""
+
+    models: list[str] = Field(min_length=1, max_length=10_000)
+    compress: bool = True
+
+
+class ImportResponse(BaseModel):
+    """`POST /api/import`: what a bundle added (blobs already stored are not written again)."""
+
+    status: str
+    models: list[str]
+    blobs_written: int
+    blobs_present: int

@@ -37,11 +37,34 @@ class Settings:
     gc_interval: float = 3600.0
     gc_grace: float = 3600.0
     redirect_blobs: bool = False
+    # Pull-through mirror (README, "Mirror"): upstreams tried in order, `namespace/model`
+    # patterns it serves, and how long a tag is trusted before it is re-checked upstream.
+    mirrors: tuple[str, ...] = ()
+    mirror_allow: tuple[str, ...] = ()
+    mirror_deny: tuple[str, ...] = ()
+    mirror_ttl: float = 300.0
     # Browser origins allowed besides the local ones (CORRAL_ORIGINS, ollama's
     # OLLAMA_ORIGINS rules), and extra names a local client may use as Host
     # (CORRAL_ALLOWED_HOSTS); see api/origins.py.
     origins: tuple[str, ...] = field(default_factory=env_origins)
     allowed_hosts: tuple[str, ...] = field(default_factory=env_allowed_hosts)
+
+    # Operations (README "Metrics", "Authentication", "Limits").
+    metrics: bool = True  # count requests (off: --no-metrics, for benchmarks)
+    metrics_listen: str | None = None  # serve /metrics on this host:port instead of the main one
+    require_auth: bool = False  # every /api and /v1 request needs a signature or an API key
+    api_keys: Path | None = None  # bearer API keys, hashed (default <models>/../api-keys.json)
+    audit_log: Path | None = None  # JSON lines; None = the "corral.audit" logger only
+    auth_window_s: int = 120  # accepted clock skew of signed requests
+    quotas: tuple[tuple[str, int], ...] = ()  # (namespace or "*", bytes)
+    infer_rate: float = 0.0  # inference requests per second per identity (0 = unlimited)
+    max_download_rate: int = 0  # bytes/s, pulls made and blob downloads served (0 = unlimited)
+    max_upload_rate: int = 0  # bytes/s, pushes made and uploads received (0 = unlimited)
+    max_connections: int = 0  # streams per pull (0 = the pull client's default)
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys or default_api_keys_path(self.models)
 
 
 def default_models_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -70,3 +93,8 @@ def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, 
     if port and not port.isdigit():
         raise ValueError(f"invalid port in {value!r}")
     return host or DEFAULT_HOST, int(port) if port else default_port
+
+
+def default_api_keys_path(models: Path) -> Path:
+    """Beside the model store, so `corral keys` and `corral serve` agree on it."""
+    return Path(os.environ.get("CORRAL_API_KEYS") or (Path(models).expanduser().parent / "api-keys.json"))

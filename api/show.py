@@ -19,6 +19,7 @@ from store import gguf
 from store.config import details_of
 from store.digest import Digest
 from store.errors import StoreError
+from store.formats import ollama_media_type
 from store.manifest import (
     MEDIA_TYPE_ADAPTER,
     MEDIA_TYPE_LICENSE,
@@ -64,9 +65,9 @@ class ModelParts:
         self.messages: list[dict[str, Any]] = []
         self.licenses: list[str] = []
         for layer in model.manifest.layers:
-            mt = layer.media_type
+            mt = ollama_media_type(layer)  # Docker Model Runner and ModelPack layers too
             if mt == MEDIA_TYPE_MODEL and self.model_path is None:
-                self.model_path = str(store.blobs.path(layer.digest))
+                self.model_path = str(store.layer_path(layer))
             elif mt == MEDIA_TYPE_PROJECTOR:
                 self.projectors.append(str(store.blobs.path(layer.digest)))
             elif mt == MEDIA_TYPE_ADAPTER:

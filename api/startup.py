@@ -70,7 +70,11 @@ def check_environment(env: Mapping[str, str]) -> None:
     from runtime.options import KeepAliveError, parse_go_duration
     from runtime.scheduler import parse_size
 
-    for name in ("CORRAL_NUM_THREADS", "CORRAL_CONTEXT_LENGTH", "CORRAL_MAX_LOADED_MODELS"):
+    text = env.get("CORRAL_LLAMA_EXTRA_BUFFERS", "").strip().lower()
+    if text and text not in ("auto", "on", "off", "1", "0", "true", "false", "yes", "no"):
+        raise StartupError(f"CORRAL_LLAMA_EXTRA_BUFFERS={text!r} is not auto, on or off: set one, or unset it")
+    for name in ("CORRAL_NUM_THREADS", "CORRAL_CONTEXT_LENGTH", "CORRAL_MAX_LOADED_MODELS",
+                 "CORRAL_NUM_PARALLEL"):
         text = env.get(name, "").strip()
         if text:
             _positive_int(name, text)

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from api.errors import APIError, status_of
+from api.metrics import observe_completion, ttft_since_request
 from runtime.runner import RunnerError
 from store.errors import StoreError
 from store.gojson import go_json
@@ -110,10 +111,15 @@ async def ndjson_response(
     """
     state: dict[str, web.StreamResponse | None] = {"response": None}
     collected: list[dict[str, Any]] = []
+    first_token_s: list[float] = []
 
     async def pump() -> None:
         try:
             async for chunk in chunks:
+                if not first_token_s:
+                    first_token_s.append(ttft_since_request(request) or 0.0)
+                if chunk.get("done"):
+                    observe_completion(request, chunk, first_token_s[0])
                 if not stream:
                     collected.append(chunk)
                     continue

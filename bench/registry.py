@@ -23,6 +23,11 @@ panics with LoadCustomCABundleError when it is set).
 server whose store holds --blobs unreferenced old blobs answers `/api/version` (under 1 s)
 while its first GC cycle removes them in the background.
 
+Then the operations cost, on three corral servers in the same run: `--no-metrics` (the
+baseline), metrics on (the default), and `--require-auth` (metrics off), the same manifest
+GET and blob HEAD lines for each, as ratios to the baseline (median of per-round ratios,
+in requests per second and per CPU-second of the server). `--ops-only` runs only these.
+
 Rounds alternate which server goes first; each line reports the median round and the
 CPU the server processes used (from /proc). Prints a Markdown table of corral/docker
 ratios, and JSON with --json. Other work on the machine changes absolute numbers a lot:
@@ -177,15 +182,16 @@ def start_docker_registry(work: Path, s3_endpoint: str | None = None) -> Server:
     return server
 
 
-def start_corral(work: Path, s3_endpoint: str | None = None) -> Server:
+def start_corral(work: Path, name: str = "corral", extra: tuple[str, ...] = (),
+                 s3_endpoint: str | None = None) -> Server:
     port = free_port()
     env = {**os.environ, "CORRAL_NOPRUNE": "1", **(S3_KEYS if s3_endpoint else {})}
     cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--models", str(work / "corral"), "--anonymous-push"]
+           "--models", str(work / name), "--anonymous-push", *extra]
     if s3_endpoint:
         cmd += ["--storage", f"s3://corral-bench/corral?endpoint={s3_endpoint}&path_style=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server("corral", f"http://127.0.0.1:{port}", proc)
+    server = Server(name, f"http://127.0.0.1:{port}", proc)
     wait_up(server.url, proc)
     return server
 
@@ -359,6 +365,58 @@ def measure(line: Line, server: Server, fn: Callable[[], float]) -> None:
     line.cpu.setdefault(server.name, []).append(cpu)
 
 
+OPS_SERVERS = (
+    ("baseline", ("--no-metrics",)),
+    ("metrics", ()),
+    ("require-auth", ("--no-metrics", "--require-auth")),
+)
+
+
+def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth.
+
+    Many short rounds, each measuring the three servers back to back in a rotating order,
+    and per-round ratios to the baseline (so a load change between rounds cancels out);
+    besides requests per second, requests per CPU-second of the server, which other load
+    on the machine moves much less."""
+    servers = [start_corral(work, name, extra) for name, extra in OPS_SERVERS]
+    lines = {"manifest": Line(f"manifest GET, {args.concurrency} clients", "req/s"),
+             "head": Line(f"blob HEAD, {args.concurrency} clients", "req/s")}
+    try:
+        seeds = {s.name: seed_manifest(s, "bench/model") for s in servers}
+        for r in range(args.ops_rounds):
+            shift = r % len(servers)
+            for s in servers[shift:] + servers[:shift]:
+                tag, layer = seeds[s.name]
+                measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
+                    loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
+                    args.ops_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
+                measure(lines["head"], s, lambda s=s, layer=layer: rps(
+                    loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
+                    args.ops_seconds, []))
+    finally:
+        for s in servers:
+            s.stop()
+    print()
+    print("| measurement | baseline (--no-metrics) | metrics on | ratio (per CPU-s) "
+          "| --require-auth | ratio (per CPU-s) |")
+    print("|---|---|---|---|---|---|")
+    report: dict[str, object] = {}
+    for key, line in lines.items():
+        base = line.results["baseline"]
+        base_eff = [v / max(c, 1e-9) for v, c in zip(base, line.cpu["baseline"], strict=True)]
+        cells, ratios = [], {}
+        for name, _ in OPS_SERVERS[1:]:
+            vals, cpus = line.results[name], line.cpu[name]
+            ratio = statistics.median(v / b for v, b in zip(vals, base, strict=True))
+            eff = statistics.median(v / max(c, 1e-9) / be for v, c, be in zip(vals, cpus, base_eff, strict=True))
+            ratios[name] = {"throughput": ratio, "per_cpu_second": eff}
+            cells.append(f"{line.median(name):,.0f} {line.unit} | **{ratio:.2f}x** ({eff:.2f}x)")
+        print(f"| {line.name} | {line.median('baseline'):,.0f} {line.unit} | " + " | ".join(cells) + " |")
+        report[key] = {"name": line.name, "results": line.results, "cpu": line.cpu, "ratios": ratios}
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=512)
@@ -373,9 +431,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listing", action="store_true", help="measure corral's listings and startup only")
     ap.add_argument("--models", type=int, default=10_000, help="models in the --listing store")
     ap.add_argument("--blobs", type=int, default=100_000, help="unreferenced blobs for the --listing startup")
+    ap.add_argument("--ops-rounds", type=int, default=9)
+    ap.add_argument("--ops-seconds", type=float, default=2.0)
+    ap.add_argument("--ops-only", action="store_true",
+                    help="only the metrics / --require-auth lines (no docker-registry needed)")
     args = ap.parse_args(argv)
     if args.listing:
         return listing(args)
+    if args.ops_only:
+        work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
+        try:
+            loadgen = build_loadgen(work)
+            if loadgen is None:
+                print("bench/registry.py --ops-only needs go for its load generator", file=sys.stderr)
+                return 2
+            load_before = os.getloadavg()
+            report = ops_run(work, loadgen, args)
+            load_after = os.getloadavg()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"\ncores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after "
+              f"{load_after[0]:.2f}; median of {args.ops_rounds} rounds of per-round ratios")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
+                                                   "ops": report}, indent=1))
+        return 0
 
     for tool in ("docker-registry",):
         if shutil.which(tool) is None:
@@ -388,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     s3_endpoint = None
     if args.storage == "s3":
         moto, s3_endpoint = start_moto(work)
-    servers = [start_corral(work, s3_endpoint), start_docker_registry(work, s3_endpoint)]
+    servers = [start_corral(work, s3_endpoint=s3_endpoint), start_docker_registry(work, s3_endpoint)]
     size = args.size_mib * MiB
     base = bytearray(os.urandom(size))
     lines = {
@@ -443,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
                     measure(lines["head"], s, lambda s=s, layer=layer: rps(
                         loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
                         args.rps_seconds, []))
+        for s in servers:
+            s.stop()
+        ops = ops_run(work, loadgen, args) if loadgen is not None else None
     finally:
         for s in servers:
             s.stop()
@@ -471,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                        "ratio": c / d}
     if args.json:
         Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
-                                               "lines": report}, indent=1))
+                                               "lines": report, "ops": ops}, indent=1))
     return 0
 
 

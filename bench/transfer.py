@@ -14,7 +14,13 @@ hits all three alike:
 Then the resume case: a corral pull cancelled at about half (the state files stay), and the
 time the next pull takes to finish, against a full pull.
 
-    .venv/bin/python bench/transfer.py [--size BYTES] [--runs N] [--markdown]
+Mirror lines: a `corral serve --mirror` in front of the same registry; a corral pull
+through it with a cold cache (a fresh mirror store each run) and again with a warm one,
+against the direct pull of the same round. Bundle lines: `registry.bundle` export of the
+pulled model (zstd and plain tar) and import into an empty store, in MiB/s of model
+bytes, next to `tar -c | zstd -T0` of the same files.
+
+    .venv/bin/python bench/transfer.py [--size BYTES] [--runs N] [--only corral,mirror,bundle,...] [--markdown]
 
 Prints one JSON object (and a markdown table with --markdown). Needs `docker-registry`,
 `skopeo` and the `oras` package; a missing peer is reported and skipped.
@@ -128,6 +134,90 @@ def publish(base: str, work: Path, size: int) -> tuple[str, str]:
 
 
 OPTIONS = TransferOptions()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_mirror(upstream: str, models: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`corral serve --mirror http://UPSTREAM` on a free port; returns it and its host."""
+    port = free_port()
+    env = {**os.environ, "CORRAL_DEFAULT_MODEL": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--models", str(models), "--mirror", f"http://{upstream}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=1):
+                return proc, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("corral serve --mirror did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def mirror_round(upstream: str, work: Path, run: int, digest: str) -> tuple[float, float]:
+    """(cold, warm) seconds of corral pulls through a fresh mirror."""
+    proc, host = start_mirror(upstream, work / f"mirror-store-{run}")
+    try:
+        times = []
+        for kind in ("cold", "warm"):
+            dest = work / f"mirror-{kind}-{run}"
+            times.append(asyncio.run(corral_pull(host, dest)))
+            assert sha256_file(Store(dest).blobs.path(Digest(digest))) == digest
+            shutil.rmtree(dest, ignore_errors=True)
+            os.sync()
+    finally:
+        stop(proc)
+        shutil.rmtree(work / f"mirror-store-{run}", ignore_errors=True)
+    return times[0], times[1]
+
+
+def bundle_round(source: Path, work: Path) -> dict[str, float]:
+    """Seconds to export/import the model in `source` (zstd and plain), and tar | zstd -T0."""
+    from registry.bundle import export_bundle, import_bundle
+
+    store = Store(source)
+    name = ModelName.parse(f"{store.list()[0].name}")
+    out: dict[str, float] = {}
+    for compress in (True, False):
+        label = "zstd" if compress else "tar"
+        path = work / f"bundle.{label}"
+        started = time.perf_counter()
+        with path.open("wb") as f:
+            export_bundle(store, [name], f, compress=compress)
+            f.flush()
+            os.fsync(f.fileno())
+        out[f"export_{label}"] = time.perf_counter() - started
+        out[f"size_{label}"] = path.stat().st_size
+        os.sync()
+        target = work / f"import-{label}"
+        started = time.perf_counter()
+        with path.open("rb") as f:
+            import_bundle(Store(target), f)
+        out[f"import_{label}"] = time.perf_counter() - started
+        shutil.rmtree(target, ignore_errors=True)
+        path.unlink()
+        os.sync()
+    if shutil.which("zstd"):
+        started = time.perf_counter()
+        tar = subprocess.Popen(["tar", "-C", str(source), "-cf", "-", "blobs", "manifests"],
+                               stdout=subprocess.PIPE)
+        subprocess.run(["zstd", "-T0", "-q", "-f", "-o", str(work / "ref.tar.zst")],
+                       stdin=tar.stdout, check=True)
+        tar.wait()
+        out["tar_zstd_T0"] = time.perf_counter() - started
+        (work / "ref.tar.zst").unlink()
+    return out
 
 
 async def corral_pull(host: str, dest: Path, stop_at: float | None = None) -> float:
@@ -177,18 +267,21 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--workdir", default=None, help="where the registry and the copies live")
+    ap.add_argument("--only", default="corral,skopeo,oras,resume,mirror,bundle",
+                    help="comma-separated parts to run")
     ap.add_argument("--connections", type=int, default=None,
                     help=f"corral's streams per blob (default {TransferOptions().connections})")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     global OPTIONS
     if args.connections:
         OPTIONS = TransferOptions(connections=args.connections)
 
-    peers = {"skopeo": shutil.which("skopeo") is not None}
+    peers = {"skopeo": shutil.which("skopeo") is not None and "skopeo" in only}
     try:
         import oras.provider  # noqa: F401
 
-        peers["oras"] = True
+        peers["oras"] = "oras" in only
     except ImportError:
         peers["oras"] = False
 
@@ -196,6 +289,8 @@ def main() -> int:
     proc, port = start_registry(work / "registry")
     host = f"127.0.0.1:{port}"
     results: dict[str, list[float]] = {"corral": [], "skopeo": [], "oras": []}
+    mirror_runs: list[tuple[float, float, float]] = []  # (direct, cold, warm)
+    bundle: dict[str, float] = {}
     try:
         digest, _ = publish(f"http://{host}", work, args.size)
         load_before = os.getloadavg()
@@ -221,9 +316,22 @@ def main() -> int:
                 # Untimed: write back what this tool left dirty, so the next one does not pay
                 # for it (corral fsyncs inside its timing; skopeo and oras do not).
                 os.sync()
+        if "mirror" in only:
+            for run in range(args.runs):
+                direct = asyncio.run(corral_pull(host, work / f"direct-{run}"))
+                shutil.rmtree(work / f"direct-{run}", ignore_errors=True)
+                os.sync()
+                cold, warm = mirror_round(host, work, run, digest)
+                mirror_runs.append((direct, cold, warm))
+        if "bundle" in only:
+            source = work / "bundle-source"
+            asyncio.run(corral_pull(host, source))
+            os.sync()
+            bundle = bundle_round(source, work)
+            shutil.rmtree(source, ignore_errors=True)
         # Resume: stop a pull at half, then time the pull that finishes it.
         resume_runs = []
-        for run in range(args.runs):
+        for run in range(args.runs if "resume" in only else 0):
             dest = work / f"resume-{run}"
             asyncio.run(corral_pull(host, dest, stop_at=0.5))
             os.sync()
@@ -248,8 +356,22 @@ def main() -> int:
         "loadavg_after": [round(x, 2) for x in load_after],
         "peers": peers,
         "tools": {},
-        "resume_after_half_s": round(statistics.median(resume_runs), 3),
+        "resume_after_half_s": round(statistics.median(resume_runs), 3) if resume_runs else None,
     }
+    if mirror_runs:
+        direct = statistics.median(r[0] for r in mirror_runs)
+        cold = statistics.median(r[1] for r in mirror_runs)
+        warm = statistics.median(r[2] for r in mirror_runs)
+        summary["mirror"] = {
+            "direct_s": round(direct, 3), "cold_s": round(cold, 3), "warm_s": round(warm, 3),
+            "cold_vs_direct": round(direct / cold, 2), "warm_vs_direct": round(direct / warm, 2),
+            "runs_s": [[round(x, 3) for x in r] for r in mirror_runs],
+        }
+    if bundle:
+        summary["bundle"] = {k: round(v, 3) for k, v in bundle.items()}
+        for k in ("export_zstd", "import_zstd", "export_tar", "import_tar", "tar_zstd_T0"):
+            if k in bundle:
+                summary["bundle"][k.replace("_s", "") + "_MiB_per_s"] = round(mib / bundle[k], 1)
     for tool, times in results.items():
         if times:
             med = statistics.median(times)
@@ -262,7 +384,7 @@ def main() -> int:
             summary["tools"][fastest]["median_s"] / summary["tools"]["corral"]["median_s"], 2)
         summary["fastest_peer"] = fastest
     print(json.dumps(summary, indent=2))
-    if args.markdown:
+    if args.markdown and "corral" in summary["tools"]:
         print()
         print("| tool | median time | throughput | runs |")
         print("|---|---|---|---|")

@@ -116,6 +116,16 @@ class Loaded:
     parallel: int = 1
 
 
+@dataclass(frozen=True)
+class SchedulerStats:
+    """Counts for metrics: models loaded, runners busy, requests queued, runner crashes."""
+
+    loaded: int
+    busy: int
+    queued: int
+    crashes: int
+
+
 def _env_int(name: str, default: int) -> int:
     text = os.environ.get(name, "").strip()
     return int(text) if text.isdigit() else default
@@ -211,6 +221,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.crashes = 0
 
     # -- public ----------------------------------------------------------------------------
 
@@ -286,6 +297,15 @@ class Scheduler:
                               slot.spec.n_parallel))
         out.sort(key=lambda e: e.expires_at, reverse=True)
         return out
+
+    def stats(self) -> SchedulerStats:
+        slots = self._slots.values()
+        return SchedulerStats(
+            loaded=sum(1 for s in slots if s.state == "ready"),
+            busy=sum(1 for s in slots if s.busy),
+            queued=sum(len(s.queue) for s in slots),
+            crashes=self.crashes,
+        )
 
     def is_loaded(self, model_path: str) -> bool:
         slot = self._slots.get(model_path)
@@ -464,6 +484,7 @@ class Scheduler:
         """A runner exited on its own (crash, SIGKILL): the next request reloads."""
         if slot.runner is not runner:
             return
+        self.crashes += 1
         slot.runner = None
         slot.state = "empty"
         slot.active = 0

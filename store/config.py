@@ -51,11 +51,19 @@ class ModelDetails(BaseModel):
 
 
 def parse_config(raw: bytes) -> ModelConfig:
-    """Read a config blob; anything unreadable yields empty details, not an error."""
+    """Read a config blob; anything unreadable yields empty details, not an error. The
+    configs of Docker Model Runner and ModelPack artifacts are read for what they share."""
     try:
-        return ModelConfig.model_validate_json(raw)
+        config = ModelConfig.model_validate_json(raw)
     except ValueError:
         return ModelConfig()
+    if not config.model_format and isinstance(config.model_extra, dict):
+        from store.formats import foreign_config
+
+        mapped = foreign_config(config.model_extra)
+        if mapped:
+            config = config.model_copy(update=mapped)
+    return config
 
 
 def details_of(config: ModelConfig, parent_model: str = "") -> ModelDetails:

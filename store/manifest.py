@@ -16,6 +16,9 @@ MEDIA_TYPE_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+js
 MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPE_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MEDIA_TYPE_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_TYPE_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_TYPE_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_TYPES = frozenset({MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_LIST})
 
 MEDIA_TYPE_MODEL = "application/vnd.ollama.image.model"
 MEDIA_TYPE_PROJECTOR = "application/vnd.ollama.image.projector"
@@ -90,3 +93,55 @@ def parse_manifest(raw: bytes) -> Manifest:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidManifest(f"invalid manifest: {where}: {first['msg']}") from None
+
+
+class ImageIndex(BaseModel):
+    """An image index (or docker manifest list): it names manifests, not blobs. The store
+    keeps it like a manifest; it is not a model (`Store.list` leaves it out)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    schema_version: int = Field(alias="schemaVersion")
+    media_type: str | None = Field(default=None, alias="mediaType")
+    manifests: list[Layer] = Field(max_length=10_000)
+
+
+def _json_object(raw: bytes) -> dict:
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise InvalidManifest(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidManifest(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidManifest("manifest is not a JSON object")
+    return data
+
+
+def is_index(raw: bytes) -> bool:
+    """Whether `raw` is an image index or manifest list (by mediaType, or shape)."""
+    try:
+        data = _json_object(raw)
+    except InvalidManifest:
+        return False
+    media_type = data.get("mediaType")
+    return media_type in INDEX_TYPES or ("manifests" in data and "layers" not in data)
+
+
+def parse_index(raw: bytes) -> ImageIndex:
+    data = _json_object(raw)
+    try:
+        return ImageIndex.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidManifest(f"invalid image index: {where}: {first['msg']}") from None
+
+
+def referenced_blobs(raw: bytes) -> list[Digest]:
+    """The blobs a stored manifest keeps alive: an image's layers and config; none for an
+    index (what it names are manifests). Raises InvalidManifest for anything else."""
+    if is_index(raw):
+        parse_index(raw)
+        return []
+    return parse_manifest(raw).blobs()

@@ -23,13 +23,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from store import formats
 from store.blobs import BlobStore, as_driver
 from store.cache import LocalCache
 from store.config import ModelConfig, ModelDetails, details_of, parse_config
 from store.digest import Digest
 from store.driver import StorageDriver
 from store.errors import InvalidManifest, ModelNotFound, StoreError
-from store.manifest import MEDIA_TYPE_MODEL, Manifest, parse_manifest
+from store.manifest import (
+    MEDIA_TYPE_MODEL,
+    Layer,
+    Manifest,
+    parse_index,
+    parse_manifest,
+    referenced_blobs,
+)
 from store.manifests import ManifestStore, StoredManifest
 from store.names import ModelName
 
@@ -59,7 +67,7 @@ class LocalModel:
 
     @property
     def model_layer(self) -> Digest | None:
-        layers = self.manifest.layers_of(MEDIA_TYPE_MODEL)
+        layers = [x for x in self.manifest.layers if formats.ollama_media_type(x) == MEDIA_TYPE_MODEL]
         return layers[0].digest if layers else None
 
     @property
@@ -161,6 +169,25 @@ class Store:
         except (StoreError, OSError, ValueError):
             return ModelConfig()
 
+    def layer_path(self, layer: Layer) -> Path:
+        """The file the runtime reads for `layer`: its blob or, for a packed ModelPack
+        weight layer (tar, tar+gzip, tar+zstd), the file inside it, unpacked once into a
+        blob of its own (see `store.formats`)."""
+        if not formats.is_packed(layer):
+            return self.blobs.path(layer.digest)
+        known = formats.read_record(self.root, layer.digest)
+        if known is not None and self.blobs.exists(known):
+            return self.blobs.path(known)
+        with self.blobs.begin() as ingest:
+            formats.unpack(layer, self.blobs.open, ingest.write)
+            digest = ingest.commit()
+        record = formats.unpacked_record(self.root, layer.digest)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".tmp-{os.getpid()}-{record.name}")
+        tmp.write_text(str(digest))
+        os.replace(tmp, record)
+        return self.blobs.path(digest)
+
     def details(self, model: LocalModel) -> ModelDetails:
         """The details of a model; cached by config digest and parent (blobs never change)."""
         key = Digest.of_bytes(f"{model.manifest.config.digest}|{model.parent_model}".encode())
@@ -186,7 +213,7 @@ class Store:
             if raw is None:
                 continue  # deleted meanwhile
             try:
-                refs.update(parse_manifest(raw).blobs())
+                refs.update(referenced_blobs(raw))
             except (InvalidManifest, OSError):
                 complete = False
         return refs, complete
@@ -210,24 +237,33 @@ class Store:
             self._remove_unreferenced(old - set(manifest.blobs()))
         return manifest
 
+    def put_index(self, name: ModelName, raw: bytes) -> None:
+        """Store an image index under `name` (the caller checked the manifests it names)."""
+        parse_index(raw)
+        with self.mutation():
+            old = self._blobs_of(name)
+            self.manifests.write(name, raw)
+            self._remove_unreferenced(old)
+
     def copy(self, source: ModelName, destination: ModelName) -> None:
         with self.mutation():
             _, raw = self.manifests.read(source)
             self.manifests.write(destination, raw)
 
-    def delete(self, name: ModelName) -> list[Digest]:
-        """Delete a model and every blob of it that no other manifest references."""
+    def delete(self, name: ModelName, *, prune: bool = True) -> list[Digest]:
+        """Delete a model and (with `prune`) every blob of it that no other manifest
+        references; without it the blobs are left to a registry DELETE or the GC."""
         with self.mutation():
             old = self._blobs_of(name)
             if self.manifests.find(name) is None:
                 raise ModelNotFound(f"model '{name.display_shortest()}' not found")
             self.manifests.delete(name)
-            return self._remove_unreferenced(old)
+            return self._remove_unreferenced(old) if prune else []
 
     def _blobs_of(self, name: ModelName) -> set[Digest]:
         try:
             _, raw = self.manifests.read(name)
-            return set(parse_manifest(raw).blobs())
+            return set(referenced_blobs(raw))
         except (ModelNotFound, InvalidManifest):
             return set()
 

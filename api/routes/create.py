@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from api.auth import authorize_name
 from api.create_checks import check_parameters, check_template, detect_template
 from api.errors import bad_request
 from api.requests import parse_name, read_json
@@ -114,6 +115,7 @@ def spec_of(req: CreateRequest) -> CreateSpec:
 async def create(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, CreateRequest)
     spec = spec_of(req)
+    authorize_name(request, spec.name, "create")
     check_template(spec.template)
     check_parameters(spec.parameters)
     store = request.app[STORE]

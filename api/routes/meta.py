@@ -16,7 +16,9 @@ routes = web.RouteTableDef()
 
 @routes.get("/")
 async def root(request: web.Request) -> web.Response:
-    # aiohttp answers HEAD on GET routes, without the body.
+    # aiohttp answers HEAD on GET routes, without the body. A browser goes to the web UI.
+    if "text/html" in request.headers.get("Accept", ""):
+        raise web.HTTPFound("/ui/")
     return web.Response(text="Ollama is running", content_type="text/plain")
 
 

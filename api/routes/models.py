@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from api.auth import authorize_name
 from api.errors import bad_request, not_found
 from api.requests import parse_name, read_json
 from api.responses import JSON_CONTENT_TYPE, json_response
@@ -93,6 +94,7 @@ async def copy(request: web.Request) -> web.Response:
     req = await read_json(request, CopyRequest)
     source = parse_name(req.source, f'source "{req.source}" is invalid')
     destination = parse_name(req.destination, f'destination "{req.destination}" is invalid')
+    authorize_name(request, destination, "copy")
     store = request.app[STORE]
     try:
         await asyncio.to_thread(store.copy, source, destination)
@@ -106,6 +108,7 @@ async def delete(request: web.Request) -> web.Response:
     req = await read_json(request, DeleteRequest)
     text = _required(req.model, req.name)
     name = parse_name(text, f'name "{text}" is invalid')
+    authorize_name(request, name, "delete")
     store = request.app[STORE]
     try:
         await asyncio.to_thread(store.delete, name)

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from api.auth import authorize_name
 from api.errors import bad_request, status_of
+from api.metrics import metered
 from api.requests import parse_name, read_json
 from api.responses import error_response, json_response
 from api.schemas import ProgressResponse, PullRequest, PushRequest
@@ -39,6 +41,7 @@ from registry.client.errors import (
     UnsupportedManifest,
 )
 from registry.client.transport import Transport
+from registry.throttle import ByteRate, ThrottledTransport
 from store.errors import InvalidManifest, StoreError
 from store.manifest import go_json
 from store.names import ModelName
@@ -60,11 +63,29 @@ class TransferState:
 
     options: TransferOptions = field(default_factory=TransferOptions)
     transport: Transport | None = None
+    # --max-download-rate / --max-upload-rate (shared with the registry's serving side)
+    # and --max-connections (at most that many connections to registries, so per pull).
+    download_rate: ByteRate | None = None
+    upload_rate: ByteRate | None = None
+    connection_limit: int = 0
 
     def get_transport(self) -> Transport:
         if self.transport is None:
-            self.transport = AiohttpTransport(connections=self.options.max_connections)
+            limit = self.options.max_connections
+            if self.connection_limit:
+                limit = min(limit, self.connection_limit)
+            transport: Transport = AiohttpTransport(connections=limit)
+            if self.download_rate is not None or self.upload_rate is not None:
+                transport = ThrottledTransport(transport, self.download_rate, self.upload_rate)
+            self.transport = transport
         return self.transport
+
+    def get_options(self) -> TransferOptions:
+        if not self.connection_limit:
+            return self.options
+        n = self.connection_limit
+        return replace(self.options, connections=min(self.options.connections, n),
+                       max_connections=min(self.options.max_connections, n))
 
 
 TRANSFER = web.AppKey("transfer", TransferState)
@@ -88,6 +109,7 @@ async def _name(request: web.Request, model: str, name: str) -> ModelName:
     if not text:
         raise bad_request("model is required")
     parsed = parse_name(text)
+    authorize_name(request, parsed, request.path.rsplit("/", 1)[1])
     # Adopt the case of a model already on disk, part by part, as ollama's getExistingName.
     return await asyncio.to_thread(request.app[STORE].manifests.canonical, parsed)
 
@@ -97,10 +119,10 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, PullRequest)
     name = await _name(request, req.model, req.name)
     state = request.app[TRANSFER]
-    events = pull(
+    events = metered(request.app, "pull", name.display_shortest(), pull(
         request.app[STORE], name, insecure=bool(req.insecure),
-        transport=state.get_transport(), options=state.options,
-    )
+        transport=state.get_transport(), options=state.get_options(),
+    ))
     return await respond(request, events, stream=req.stream is not False)
 
 
@@ -109,10 +131,10 @@ async def push_model(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, PushRequest)
     name = await _name(request, req.model, req.name)
     state = request.app[TRANSFER]
-    events = push(
+    events = metered(request.app, "push", name.display_shortest(), push(
         request.app[STORE], name, insecure=bool(req.insecure),
-        transport=state.get_transport(), options=state.options,
-    )
+        transport=state.get_transport(), options=state.get_options(), format=req.format or "ollama",
+    ))
     return await respond(request, events, stream=req.stream is not False)
 
 

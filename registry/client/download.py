@@ -666,6 +666,23 @@ class BlobDownload:
 
     # -- verification -----------------------------------------------------------------
 
+    def written_from(self, pos: int) -> int:
+        """Where the bytes written contiguously from offset `pos` end (`pos` when the byte
+        at `pos` is not written yet): parallel parts fill the file out of order, and a
+        reader of one range (the mirror's relay) needs only its own bytes."""
+        order = self._order
+        i = bisect.bisect_right(order, (pos, len(self.parts))) - 1
+        end = pos
+        while 0 <= i < len(order):
+            part = self.parts[order[i][1]]
+            if not part.offset <= end < part.offset + part.completed:
+                break
+            end = part.offset + part.completed
+            if part.completed < part.size:
+                break
+            i += 1
+        return end
+
     def _prefix(self) -> int:
         """Length of the downloaded prefix: where hashing may safely read up to."""
         end = 0

@@ -44,7 +44,8 @@ from registry.client.transport import (
     Transport,
 )
 from store.errors import InvalidName
-from store.manifest import Layer
+from store.formats import to_modelpack
+from store.manifest import Layer, parse_manifest
 from store.names import ModelName
 from store.store import LocalModel, Store
 
@@ -348,8 +349,10 @@ async def push(
     transport: Transport | None = None,
     key_path: str | os.PathLike[str] | None = None,
     options: TransferOptions | None = None,
+    format: str = "ollama",
 ) -> AsyncGenerator[Event, None]:
-    """Push `name` from `store` to the registry its host names. `insecure` means http."""
+    """Push `name` from `store` to the registry its host names. `insecure` means http.
+    `format="modelpack"` pushes a CNCF ModelPack manifest of the same blobs instead."""
     opts = options or TransferOptions()
     yield Status("retrieving manifest")
     try:
@@ -357,6 +360,13 @@ async def push(
     except Exception:
         yield Status("couldn't retrieve manifest")
         raise
+    manifest, raw = model.manifest, model.raw
+    if format == "modelpack":
+        raw, config_raw = to_modelpack(model.manifest, store.config(model), name.display_shortest())
+        await asyncio.to_thread(store.blobs.put_bytes, config_raw)
+        manifest = parse_manifest(raw)
+    elif format != "ollama":
+        raise TransferError(f"unknown push format {format[:40]!r}: use ollama or modelpack")
     own_transport = transport is None
     transport = transport or AiohttpTransport(connections=opts.max_connections)
     session = RegistrySession(
@@ -364,7 +374,7 @@ async def push(
     )
     try:
         await _ask_for_push_rights(session, opts)
-        for layer in unique_blobs(model.manifest):
+        for layer in unique_blobs(manifest):
             path = store.blobs.path(layer.digest)
             try:
                 size = (await asyncio.to_thread(os.stat, path)).st_size
@@ -379,8 +389,8 @@ async def push(
                 resp = await session.send(
                     "PUT",
                     session.manifest_url(name.tag),
-                    headers={"Content-Type": model.manifest.media_type},
-                    body=model.raw,
+                    headers={"Content-Type": manifest.media_type},
+                    body=raw,
                 )
         except TimeoutError:
             raise TransportError(f"no answer to the manifest within {opts.control_timeout:g}s") from None

@@ -1,9 +1,11 @@
 """The registry server: the OCI distribution API at /v2 of `corral serve`.
 
-One handler module per resource (blobs, uploads, manifests, tags, catalog, token), routing
-and access control in `base`, OCI error codes in `errors`, wire models in `wire`. The
-repositories are the model store's manifests under the server's canonical host name, so
-a model pushed here is a local model at once. Mount it with `setup_registry(app, settings,
+One handler module per resource (blobs, uploads, manifests, tags, catalog, referrers,
+token), routing and access control in `base`, OCI error codes in `errors`, wire models in
+`wire`. Handlers call a `Repository` (`repository`) for what is stored; the pull-through
+mirror (`mirror`) is a Repository wrapping the local one. The repositories are the model
+store's manifests under the server's canonical host name, so a model pushed here is a
+local model at once. Mount it with `setup_registry(app, settings,
 store)`, and put `registry_guard` first among the main application's middlewares.
 """
 

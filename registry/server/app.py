@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from registry.server import blobs, catalog, manifests, tags, token, uploads
+from registry.server import blobs, catalog, manifests, referrers, tags, token, uploads
 from registry.server.base import API_VERSION_HEADER, base, parse_route
 from registry.server.errors import (
     CODES,
@@ -24,6 +24,7 @@ from registry.server.errors import (
     RegistryError,
     error_response,
 )
+from registry.server.repository import LINKS
 from registry.server.state import REGISTRY, RegistryConfig, RegistryState, default_registry_host
 from store.driver import PathNotFound, StorageDriver
 from store.store import Store
@@ -41,6 +42,7 @@ _METHODS: dict[str, tuple[str, ...]] = {
     "upload": ("GET", "HEAD", "PATCH", "PUT", "DELETE"),
     "manifest": ("GET", "HEAD", "PUT", "DELETE"),
     "tags": ("GET",),
+    "referrers": ("GET",),
 }
 
 
@@ -68,6 +70,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await uploads.handle(request, repo, route.ref)
     if route.kind == "manifest":
         return await manifests.handle(request, repo, route.ref)
+    if route.kind == "referrers":
+        return await referrers.handle(request, repo, route.ref)
     return await tags.handle(request, repo)
 
 
@@ -159,7 +163,7 @@ def purge(state: RegistryState, now: float | None = None) -> tuple[list[str], in
         purge_nonces(now)
     links = 0
     try:
-        for ns in state.driver.list(blobs.LINKS):
+        for ns in state.driver.list(LINKS):
             for repo in state.driver.list(ns):
                 for link in state.driver.list(repo):
                     with contextlib.suppress(PathNotFound):
@@ -182,6 +186,24 @@ def setup_registry(
     app.add_subapp("/v2", create_registry_app(state))
     app.on_startup.append(_announce)
     app.cleanup_ctx.append(_purger)
+    mirrors = tuple(getattr(settings, "mirrors", ()) or ())
+    if mirrors:
+        from registry.server.mirror import MIRROR, MirrorConfig, Upstream, setup_mirror
+
+        config = MirrorConfig(
+            upstreams=tuple(Upstream.parse(u) for u in mirrors),
+            allow=tuple(getattr(settings, "mirror_allow", ()) or ()),
+            deny=tuple(getattr(settings, "mirror_deny", ()) or ()),
+            ttl_s=float(getattr(settings, "mirror_ttl", 300.0)),
+        )
+        mirror = setup_mirror(state, config)
+        app[MIRROR] = mirror
+        log.info("pull-through mirror of %s", ", ".join(str(u) for u in config.upstreams))
+
+        async def close_mirror(_app: web.Application) -> None:
+            await mirror.close()
+
+        app.on_cleanup.append(close_mirror)
     return state
 
 

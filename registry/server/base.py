@@ -30,12 +30,13 @@ from registry.server.errors import (
     RegistryError,
 )
 from registry.server.state import REGISTRY, RegistryState
+from registry.throttle import ByteRate
 from store.digest import Digest, blob_key  # noqa: F401 - handlers import it from here
 from store.errors import InvalidDigest
 from store.names import DEFAULT_NAMESPACE, is_valid_part
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
-_MARKERS = ("blobs", "manifests", "tags")
+_MARKERS = ("blobs", "manifests", "tags", "referrers")
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _UPLOAD_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 BODY_BATCH = 8 * 1024 * 1024
@@ -49,7 +50,7 @@ def state_of(request: web.Request) -> RegistryState:
 
 
 @dataclass(frozen=True, slots=True)
-class Repository:
+class RepoName:
     namespace: str
     model: str
 
@@ -65,8 +66,8 @@ class Repository:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    kind: str  # base, catalog, token, blob, upload_start, upload, manifest, tags
-    repo: Repository | None = None
+    kind: str  # base, catalog, token, blob, upload_start, upload, manifest, tags, referrers
+    repo: RepoName | None = None
     ref: str = ""
 
 
@@ -86,10 +87,12 @@ def _resource(tail: list[str]) -> tuple[str, str] | None:
         return "manifest", tail[1]
     elif tail[0] == "tags" and tail[1:] == ["list"]:
         return "tags", ""
+    elif tail[0] == "referrers" and len(tail) == 2 and tail[1]:
+        return "referrers", tail[1]
     return None
 
 
-def parse_repository(parts: list[str]) -> Repository:
+def parse_repository(parts: list[str]) -> RepoName:
     try:
         decoded = [_decode(p) for p in parts]
     except UnicodeDecodeError:
@@ -104,7 +107,7 @@ def parse_repository(parts: list[str]) -> Repository:
             "'_' and '-', the model also '.', each at most 80 characters",
             {"name": "/".join(parts)[:300]},
         )
-    return Repository(ns, model)
+    return RepoName(ns, model)
 
 
 def parse_route(raw_path: str) -> Route:
@@ -182,7 +185,7 @@ def base_url(request: web.Request) -> str:
     return f"{scheme}://{host}"
 
 
-def repo_url(request: web.Request, repo: Repository, *tail: str) -> str:
+def repo_url(request: web.Request, repo: RepoName, *tail: str) -> str:
     return "/".join([base_url(request), "v2", repo.namespace, repo.model, *tail])
 
 
@@ -195,7 +198,7 @@ _CHALLENGE_ACTIONS = {PULL: "pull", PUSH: "pull,push", DELETE: "delete"}
 @dataclass(frozen=True, slots=True)
 class Access:
     action: str  # pull, push, delete, or catalog
-    repo: Repository | None = None
+    repo: RepoName | None = None
 
     @property
     def scope(self) -> str:
@@ -302,6 +305,7 @@ async def pump_body(
     sink: Callable[[bytes], object],
     *,
     max_bytes: int | None = None,
+    rate: ByteRate | None = None,
 ) -> int:
     """Feed the request body to `sink` in large batches, each in a worker thread while the
     next batch is being received. Returns the byte count. Raises BodyTooLong past
@@ -315,6 +319,8 @@ async def pump_body(
             total += len(chunk)
             if max_bytes is not None and total > max_bytes:
                 raise BodyTooLong()
+            if rate is not None:
+                await rate.take(len(chunk))
             pending.append(chunk)
             buffered += len(chunk)
             if buffered >= BODY_BATCH:

@@ -18,13 +18,16 @@ short-lived grant, since ollama sends no Authorization header when it fetches pa
 
 A blob DELETE goes through a repository too: it removes that repository's link, and the
 blob itself only when no other repository links it and no manifest references it, so a
-pusher cannot delete another namespace's freshly uploaded layer.
+pusher cannot delete another namespace's freshly uploaded layer. What is stored and who
+owns it is the Repository's business (`registry.server.repository`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import re
 import socket
 import time
@@ -34,11 +37,12 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from registry.auth import AuthError
+from registry.client.errors import TransferError
 from registry.server.base import (
     DELETE,
     PULL,
     Access,
-    Repository,
+    RepoName,
     blob_key,
     parse_digest,
     parse_repository,
@@ -47,61 +51,19 @@ from registry.server.base import (
     state_of,
 )
 from registry.server.errors import (
-    BLOB_UNKNOWN,
     DENIED,
     RANGE_INVALID,
-    UNSUPPORTED,
     RegistryError,
 )
+from registry.server.repository import BlobBody
 from registry.server.state import RegistryState
 from store.digest import Digest
-from store.driver import PathNotFound, WriterBusy
 
-LINKS = "registry/links"
+log = logging.getLogger("corral.registry")
 _RANGE_RE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
 
 
-def link_path(repo: Repository, digest: Digest) -> str:
-    return f"{LINKS}/{repo.namespace.lower()}/{repo.model.lower()}/{digest.filename}"
-
-
-def _member(state: RegistryState, repo: Repository, digest: Digest) -> bool:
-    if state.driver.exists(link_path(repo, digest)):
-        return True
-    return _referenced_by(state, repo, digest)
-
-
-def _referenced_by(state: RegistryState, repo: Repository, digest: Digest) -> bool:
-    resolved = state.repos.resolve(repo.namespace, repo.model)
-    return resolved is not None and state.repos.references(resolved, digest)
-
-
-async def _run(state: RegistryState, fn, *args):  # noqa: ANN001, ANN202 - a thin dispatcher
-    if state.inline_io:
-        return fn(*args)
-    return await asyncio.to_thread(fn, *args)
-
-
-async def readable(state: RegistryState, repo: Repository, digest: Digest) -> bool:
-    """Whether `digest` exists and may be read through `repo` (see the module docstring)."""
-    if not await _run(state, state.driver.exists, blob_key(digest)):
-        return False
-    return await _run(state, _member, state, repo, digest)
-
-
-async def link(state: RegistryState, repo: Repository, digest: Digest) -> None:
-    """Record that `digest` was uploaded or mounted into `repo`."""
-    await asyncio.to_thread(_write_link, state, link_path(repo, digest))
-
-
-def _write_link(state: RegistryState, path: str) -> None:
-    try:
-        state.driver.put_content(path, b"")
-    except WriterBusy:
-        pass  # a concurrent request is writing this very link
-
-
-def _may_pull(request: web.Request, source: Repository, subject: str) -> bool:
+def _may_pull(request: web.Request, source: RepoName, subject: str) -> bool:
     """Whether the caller may pull `source`: its token says so, or (a token proves who the
     caller is) the authorized keys list the caller's key for that namespace. ollama asks
     for a token scoped to the target repository only, so the second rule is what lets
@@ -116,7 +78,7 @@ def _may_pull(request: web.Request, source: Repository, subject: str) -> bool:
 
 
 async def try_mount(
-    request: web.Request, repo: Repository, digest: Digest, source_text: str | None, subject: str
+    request: web.Request, repo: RepoName, digest: Digest, source_text: str | None, subject: str
 ) -> bool:
     """Cross-repository mount: True if `digest` can be had without an upload.
 
@@ -131,9 +93,9 @@ async def try_mount(
         source = parse_repository(source_text.split("/"))
     except RegistryError:
         return False
-    if not _may_pull(request, source, subject) or not await readable(state, source, digest):
+    if not _may_pull(request, source, subject) or not await state.repository(source).blob_readable(digest):
         return False
-    await link(state, repo, digest)
+    await state.repository(repo).link(digest)
     await asyncio.to_thread(_touch, state, digest)
     return True
 
@@ -164,7 +126,7 @@ class _BlobFile(web.FileResponse):
         return await super().prepare(request)
 
 
-def _check_grant(request: web.Request, repo: Repository, digest: Digest, grant: str) -> None:
+def _check_grant(request: web.Request, repo: RepoName, digest: Digest, grant: str) -> None:
     state = state_of(request)
     try:
         state.issuer.verify_blob_grant(grant, repo.key, digest, time.time())
@@ -193,23 +155,19 @@ def _range(header: str | None, size: int) -> None:
         )
 
 
-async def handle(request: web.Request, repo: Repository, digest_text: str) -> web.StreamResponse:
+async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.StreamResponse:
     state = state_of(request)
     digest = parse_digest(digest_text)
+    repository = state.repository(repo)
     if request.method == "DELETE":
-        return await _delete(request, repo, digest)
+        require(request, Access(DELETE, repo))
+        await repository.delete_blob(digest)
+        return web.Response(status=202, headers={"Content-Length": "0", "Docker-Content-Digest": digest})
     grant = request.rel_url.query.get("grant") if state.config.private else None
     if grant is not None:
         _check_grant(request, repo, digest, grant)
     else:
         require(request, Access(PULL, repo))
-    key = blob_key(digest)
-    try:
-        info = await _run(state, state.driver.stat, key)
-    except PathNotFound:
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
-    if grant is None and not await _run(state, _member, state, repo, digest):
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
     headers = {
         "Docker-Content-Digest": digest,
         "ETag": f'"{digest}"',
@@ -217,101 +175,97 @@ async def handle(request: web.Request, repo: Repository, digest_text: str) -> we
         "Content-Type": "application/octet-stream",
     }
     if request.method == "HEAD":
+        size = await repository.blob_size(digest, check_member=grant is None)
         # A pusher that finds the blob here skips its upload and will reference it from
         # a manifest: the GC grace period restarts (the "skipped after HEAD" case).
-        await _run(state, state.store.blobs.note_reuse, digest, info.mtime)
-        headers["Content-Length"] = str(info.size)
+        await asyncio.to_thread(state.store.blobs.note_reuse, digest)
+        headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
-    redirect = (
-        await asyncio.to_thread(state.driver.redirect_url, key, expires_in=state.config.redirect_expiry_s)
-        if state.config.redirect_blobs else None
-    )
-    if redirect is not None:
-        return web.Response(status=307, headers={"Location": redirect, "Docker-Content-Digest": digest})
+    body = await repository.blob(digest, check_member=grant is None)
+    if body.redirect is not None:
+        return web.Response(status=307, headers={"Location": body.redirect, "Docker-Content-Digest": digest})
     location = repo_url(request, repo, "blobs", digest)
     if state.config.private:
         location += "?grant=" + (grant or state.issuer.mint_blob_grant(repo.key, digest, time.time()))
     headers["Location"] = location
-    _range(request.headers.get("Range"), info.size)
-    local = state.driver.local_path(key)
-    if local is not None:
-        return _BlobFile(local, info.size, headers)
-    return await _stream(request, state, key, info.size, headers)
+    _range(request.headers.get("Range"), body.size)
+    if body.local is not None and state.serve_rate is None:
+        return _BlobFile(body.local, body.size, headers)
+    if body.live is not None:
+        return await _live(request, body, headers)
+    return await _stream(request, state, body.key or blob_key(digest), body.size, headers)
+
+
+def _span(header: str | None, size: int, headers: dict[str, str]) -> tuple[int, int, int]:
+    """(first, last, status) for a Range already checked by `_range`; sets Content-Range."""
+    if header is None:
+        return 0, size - 1, 200
+    m = _RANGE_RE.fullmatch(header.strip())
+    assert m is not None
+    a, b = m.group(1), m.group(2)
+    if a == "":
+        first, last = max(size - int(b), 0), size - 1
+    else:
+        first, last = int(a), (min(int(b), size - 1) if b else size - 1)
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return first, last, 206
+
+
+async def _live(request: web.Request, body: BlobBody, headers: dict[str, str]) -> web.StreamResponse:
+    """Relay a blob still arriving from an upstream (see `registry.server.mirror`). If the
+    transfer fails the connection is closed before the promised length, which every client
+    reports as an error."""
+    assert body.live is not None
+    first, last, status = _span(request.headers.get("Range"), body.size, headers)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = last - first + 1
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    try:
+        async for f, offset, count in body.live(first, last):
+            if request.transport is None:
+                raise ConnectionResetError("client went away")
+            try:
+                await loop.sendfile(request.transport, f, offset, count)
+            except NotImplementedError:  # a transport without sendfile (TLS)
+                end = offset + count
+                while offset < end:
+                    data = await asyncio.to_thread(os.pread, f.fileno(), min(end - offset, 1 << 20), offset)
+                    if not data:
+                        raise ConnectionResetError("blob file ended early") from None
+                    await response.write(data)
+                    offset += len(data)
+    except TransferError as exc:
+        log.warning("relay of %s ended early: %s", headers.get("Docker-Content-Digest"), exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
 
 
 async def _stream(
     request: web.Request, state: RegistryState, key: str, size: int, headers: dict[str, str]
 ) -> web.StreamResponse:
     """Serve a blob from a driver with no local file, honouring one Range."""
-    first, last = 0, size - 1
-    status = 200
-    rng = request.headers.get("Range")
-    if rng is not None:
-        m = _RANGE_RE.fullmatch(rng.strip())
-        assert m is not None
-        a, b = m.group(1), m.group(2)
-        if a == "":
-            first = max(size - int(b), 0)
-        else:
-            first = int(a)
-            last = min(int(b), size - 1) if b else size - 1
-        status = 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    first, last, status = _span(request.headers.get("Range"), size, headers)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = last - first + 1
     await response.prepare(request)
     f = await asyncio.to_thread(state.driver.open_read, key, first)
+    rate = state.serve_rate  # --max-download-rate: small pieces keep the rate smooth
+    piece = 1 << 20 if rate is None else min(1 << 20, max(16 * 1024, rate.burst))
     try:
         remaining = last - first + 1
         while remaining > 0:
-            chunk = await asyncio.to_thread(f.read, min(remaining, 1 << 20))
+            chunk = await asyncio.to_thread(f.read, min(remaining, piece))
             if not chunk:
                 break
+            if rate is not None:
+                await rate.take(len(chunk))
             await response.write(chunk)
             remaining -= len(chunk)
     finally:
         f.close()
     await response.write_eof()
     return response
-
-
-def _delete_owned(state: RegistryState, repo: Repository, digest: Digest) -> None:
-    """Remove `repo`'s link to `digest`, and the blob when nothing else holds it."""
-    with state.store.mutation():
-        if _referenced_by(state, repo, digest):
-            raise RegistryError(
-                UNSUPPORTED,
-                "blob is referenced by a manifest; delete the manifest instead",
-                {"digest": digest},
-            )
-        try:
-            state.driver.delete(link_path(repo, digest))
-        except PathNotFound:
-            raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
-        refs, complete = state.store.referenced()
-        if digest in refs or not complete or _linked_elsewhere(state, digest):
-            return  # another repository or manifest still holds it
-        try:
-            state.driver.delete(blob_key(digest))
-        except PathNotFound:
-            pass
-
-
-def _linked_elsewhere(state: RegistryState, digest: Digest) -> bool:
-    try:
-        for ns in state.driver.list(LINKS):
-            for repo in state.driver.list(ns):
-                if state.driver.exists(f"{repo}/{digest.filename}"):
-                    return True
-    except PathNotFound:
-        pass
-    return False
-
-
-async def _delete(request: web.Request, repo: Repository, digest: Digest) -> web.Response:
-    state = state_of(request)
-    require(request, Access(DELETE, repo))
-    if not await _run(state, state.driver.exists, blob_key(digest)):
-        raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
-    await asyncio.to_thread(_delete_owned, state, repo, digest)
-    return web.Response(status=202, headers={"Content-Length": "0", "Docker-Content-Digest": digest})

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from store.digest import Digest
-from store.driver import PathNotFound
+from store.driver import PathNotFound, StorageDriver
 from store.names import ModelName
 from store.store import Store
 
@@ -45,6 +45,11 @@ class ManifestMeta:
 class TagFile:
     name: ModelName  # as spelled in storage
     key: str  # its manifest key in the storage driver
+    driver: StorageDriver | None = None  # where to read it from
+
+    def read(self) -> bytes:
+        assert self.driver is not None
+        return self.driver.get_content(self.key)
 
 
 def _media_type(raw: bytes) -> tuple[str, frozenset[Digest]]:
@@ -92,13 +97,13 @@ class Repos:
 
     def tag_files(self, repo: ModelName) -> list[TagFile]:
         return [
-            TagFile(s.name, s.key)
+            TagFile(s.name, s.key, self.store.driver)
             for s in self.store.manifests.tags_of(repo.host, repo.namespace, repo.model)
         ]
 
     def find_tag(self, namespace: str, model: str, tag: str) -> TagFile | None:
         stored = self.store.manifests.find(self.name(namespace, model, tag))
-        return TagFile(stored.name, stored.key) if stored is not None else None
+        return TagFile(stored.name, stored.key, self.store.driver) if stored is not None else None
 
     def find_digest(self, repo: ModelName, digest: Digest) -> list[TagFile]:
         """Every tag of `repo` whose manifest bytes hash to `digest`."""

@@ -8,15 +8,23 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from registry.auth import AuthorizedKeys, AuthorizedKeysFile, NonceCache, TokenIssuer
+from registry.throttle import ByteRate
 from store.driver import StorageDriver
 from store.names import is_valid_part
 from store.store import Store
+
+if TYPE_CHECKING:
+    from registry.server.base import RepoName
+    from registry.server.quota import QuotaLedger
+    from registry.server.repository import LocalRepository
 
 log = logging.getLogger("corral.registry")
 
@@ -99,11 +107,16 @@ class RegistryState:
             AuthorizedKeysFile(config.authorized_keys) if config.authorized_keys else None
         )
         self.repos = Repos(store, config.host)
-        if driver is not store.driver:
-            raise ValueError("the registry must use the store's own storage driver")
+        # Set by `registry.server.mirror.setup_mirror`: a function giving the repository
+        # object for a name (a mirroring one for names the mirror serves).
+        self.repository_factory: Callable[[RepoName], LocalRepository] | None = None
         self.uploads = UploadSessions(store.blobs, config.upload_idle_s)
         # Local drivers answer stat() in microseconds: call them on the event loop.
         self.inline_io = driver.local_path("blobs") is not None
+        # Operations limits, set by the server when configured (README "Limits").
+        self.quota: QuotaLedger | None = None
+        self.serve_rate: ByteRate | None = None  # blob bytes sent to clients
+        self.receive_rate: ByteRate | None = None  # upload bytes received
 
     @property
     def issuer(self) -> TokenIssuer:
@@ -114,6 +127,14 @@ class RegistryState:
                 if self._issuer is None:
                     self._issuer = TokenIssuer(load_or_create_secret(self.driver))
         return self._issuer
+
+    def repository(self, name: RepoName) -> LocalRepository:
+        """The Repository the handlers call for `name` (see `registry.server.repository`)."""
+        if self.repository_factory is not None:
+            return self.repository_factory(name)
+        from registry.server.repository import LocalRepository
+
+        return LocalRepository(self, name)
 
     def authorized_keys(self) -> AuthorizedKeys | None:
         return self.keys_file.current() if self.keys_file is not None else None

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
-from registry.server.base import PULL, Access, Repository, require, state_of
+from registry.server.base import PULL, Access, RepoName, require, state_of
 from registry.server.errors import NAME_UNKNOWN, RegistryError
 from registry.server.pagination import page
 from registry.server.wire import TagList, dump
 
 
-async def handle(request: web.Request, repo: Repository) -> web.Response:
+async def handle(request: web.Request, repo: RepoName) -> web.Response:
     state = state_of(request)
     require(request, Access(PULL, repo))
 
-    def load() -> tuple[str, list[str]] | None:
-        resolved = state.repos.resolve(repo.namespace, repo.model)
-        if resolved is None or not state.repos.tag_files(resolved):
-            return None
-        return f"{resolved.namespace}/{resolved.model}", state.repos.tags(resolved)
-
-    found = await asyncio.to_thread(load)
+    found = await state.repository(repo).tags()
     if found is None:
         raise RegistryError(NAME_UNKNOWN, detail={"name": repo.path})
     name, tags = found

@@ -43,7 +43,7 @@ from registry.server.base import (
     Access,
     BodyIncomplete,
     BodyTooLong,
-    Repository,
+    RepoName,
     has_body,
     parse_digest,
     parse_upload_id,
@@ -56,12 +56,14 @@ from registry.server.base import (
 from registry.server.errors import (
     BLOB_UPLOAD_INVALID,
     BLOB_UPLOAD_UNKNOWN,
+    DENIED,
     DIGEST_INVALID,
     RANGE_INVALID,
     TOOMANYREQUESTS,
     RegistryError,
 )
 from registry.server.wire import UploadInfo
+from registry.throttle import ByteRate
 from store.blobs import BlobStore
 from store.digest import Digest
 from store.driver import PathNotFound, StorageDriver, WriterBusy
@@ -191,6 +193,8 @@ class UploadSessions:
         *,
         expect_start: int | None,
         expect_length: int | None,
+        limit: int | None = None,
+        rate: ByteRate | None = None,
     ) -> int:
         """Append the request body to the session; return the new offset.
 
@@ -221,11 +225,15 @@ class UploadSessions:
                     h.size += len(data)
 
             try:
-                n = await pump_body(request, sink, max_bytes=expect_length)
+                n = await pump_body(request, sink, max_bytes=expect_length if limit is None else limit,
+                                    rate=rate)
                 if expect_length is not None and n != expect_length:
                     raise size_error(f"body has {n} bytes, Content-Range says {expect_length}")
             except BaseException as exc:
                 await asyncio.to_thread(writer.truncate, start)
+                if isinstance(exc, BodyTooLong) and limit is not None:
+                    raise RegistryError(DENIED, f"storage quota exceeded: the body is longer than the "
+                                                f"{limit} bytes left") from None
                 if isinstance(exc, BodyTooLong):
                     raise size_error(f"body is longer than Content-Range's {expect_length} bytes") from None
                 if isinstance(exc, BodyIncomplete):
@@ -342,7 +350,7 @@ def _parse_content_range(value: str) -> tuple[int, int]:
     return first, last
 
 
-def _session_headers(request: web.Request, repo: Repository, upload_id: str, offset: int) -> dict[str, str]:
+def _session_headers(request: web.Request, repo: RepoName, upload_id: str, offset: int) -> dict[str, str]:
     url = repo_url(request, repo, "blobs", "uploads", upload_id)
     return {
         "Location": url,
@@ -353,7 +361,7 @@ def _session_headers(request: web.Request, repo: Repository, upload_id: str, off
     }
 
 
-def _created(request: web.Request, repo: Repository, digest: Digest) -> web.Response:
+def _created(request: web.Request, repo: RepoName, digest: Digest) -> web.Response:
     return web.Response(
         status=201,
         headers={
@@ -364,10 +372,10 @@ def _created(request: web.Request, repo: Repository, digest: Digest) -> web.Resp
     )
 
 
-async def _session(request: web.Request, repo: Repository, upload_id_text: str, subject: str) -> str:
+async def _session(request: web.Request, repo: RepoName, upload_id_text: str, subject: str) -> str:
     state = state_of(request)
     upload_id = parse_upload_id(upload_id_text)
-    info = await asyncio.to_thread(state.uploads.info, upload_id) if upload_id else None
+    info = await asyncio.to_thread(state.repository(repo).uploads.info, upload_id) if upload_id else None
     if info is None or info.repository != repo.key or (info.subject and info.subject != subject):
         raise RegistryError(BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id_text[:100]})
     assert upload_id is not None
@@ -387,11 +395,19 @@ def _range_of(request: web.Request) -> tuple[int | None, int | None]:
     return first, expected
 
 
-async def _append(request: web.Request, repo: Repository, upload_id: str) -> int:
+async def _append(request: web.Request, repo: RepoName, upload_id: str) -> int:
     state = state_of(request)
     start, length = _range_of(request)
     try:
-        return await state.uploads.append(request, upload_id, expect_start=start, expect_length=length)
+        uploads = state.repository(repo).uploads
+        if state.quota is None:
+            return await uploads.append(request, upload_id, expect_start=start,
+                                        expect_length=length, rate=state.receive_rate)
+        async with state.quota.reserve(repo.namespace, length) as limit:
+            offset = await uploads.append(request, upload_id, expect_start=start,
+                                          expect_length=length, limit=limit, rate=state.receive_rate)
+        state.quota.staged(upload_id, repo.namespace, offset)
+        return offset
     except RangeMismatch as exc:
         raise RegistryError(
             RANGE_INVALID,
@@ -402,10 +418,12 @@ async def _append(request: web.Request, repo: Repository, upload_id: str) -> int
         ) from None
 
 
-async def start(request: web.Request, repo: Repository) -> web.Response:
+async def start(request: web.Request, repo: RepoName) -> web.Response:
     """POST: mount, monolithic upload (`?digest=` with a body), or a new session (202)."""
     state = state_of(request)
     subject = require(request, Access(PUSH, repo))
+    repository = state.repository(repo)
+    repository.check_push(subject)
     query = request.rel_url.query
     mount = query.get("mount")
     if mount is not None:
@@ -418,8 +436,8 @@ async def start(request: web.Request, repo: Repository) -> web.Response:
         if expected == _EMPTY:
             upload_id = await _create(request, repo, subject)
             return await _finish(request, repo, upload_id, expected)
-        if await blobs.readable(state, repo, expected):
-            await blobs.link(state, repo, expected)
+        if await repository.blob_readable(expected):
+            await repository.link(expected)
             return _created(request, repo, expected)
     upload_id = await _create(request, repo, subject)
     if expected is not None and has_body(request):
@@ -427,15 +445,15 @@ async def start(request: web.Request, repo: Repository) -> web.Response:
             await _append(request, repo, upload_id)
             return await _finish(request, repo, upload_id, expected)
         except BaseException:
-            await asyncio.to_thread(state.uploads.discard, upload_id)  # one request, one session
+            await asyncio.to_thread(state.repository(repo).uploads.discard, upload_id)  # one request, one session
             raise
     return web.Response(status=202, headers=_session_headers(request, repo, upload_id, 0))
 
 
-async def _create(request: web.Request, repo: Repository, subject: str) -> str:
+async def _create(request: web.Request, repo: RepoName, subject: str) -> str:
     state = state_of(request)
     try:
-        return await asyncio.to_thread(state.uploads.create, repo.key, subject, request.remote or "")
+        return await asyncio.to_thread(state.repository(repo).uploads.create, repo.key, subject, request.remote or "")
     except TooManySessions:
         raise RegistryError(
             TOOMANYREQUESTS,
@@ -445,24 +463,27 @@ async def _create(request: web.Request, repo: Repository, subject: str) -> str:
         ) from None
 
 
-async def _finish(request: web.Request, repo: Repository, upload_id: str, expected: Digest) -> web.Response:
+async def _finish(request: web.Request, repo: RepoName, upload_id: str, expected: Digest) -> web.Response:
     state = state_of(request)
     try:
-        digest, _ = await asyncio.to_thread(state.uploads.commit, upload_id, expected)
+        digest, _ = await asyncio.to_thread(state.repository(repo).uploads.commit, upload_id, expected)
+        if state.quota is not None:
+            state.quota.committed(upload_id, repo.namespace, digest)
     except WriterBusy:
         raise RegistryError(RANGE_INVALID, "another request is writing to this upload; retry", status=416) from None
     except DigestMismatch as exc:
         raise RegistryError(
             DIGEST_INVALID, detail={"expected": exc.expected, "actual": exc.actual}
         ) from None
-    await blobs.link(state, repo, digest)
+    await state.repository(repo).link(digest)
     return _created(request, repo, digest)
 
 
-async def handle(request: web.Request, repo: Repository, upload_id_text: str) -> web.Response:
+async def handle(request: web.Request, repo: RepoName, upload_id_text: str) -> web.Response:
     """PATCH, PUT, GET or DELETE on a session URL."""
     state = state_of(request)
     subject = require(request, Access(PUSH, repo))
+    state.repository(repo).check_push(subject)
     upload_id = await _session(request, repo, upload_id_text, subject)
     method = request.method
     if method == "PATCH":
@@ -477,11 +498,13 @@ async def handle(request: web.Request, repo: Repository, upload_id_text: str) ->
             await _append(request, repo, upload_id)
         return await _finish(request, repo, upload_id, expected)
     if method in ("GET", "HEAD"):
-        offset = await asyncio.to_thread(state.uploads.offset, upload_id)
+        offset = await asyncio.to_thread(state.repository(repo).uploads.offset, upload_id)
         return web.Response(status=204, headers=_session_headers(request, repo, upload_id, offset))
     if method == "DELETE":
-        if not await asyncio.to_thread(state.uploads.discard, upload_id):
+        if not await asyncio.to_thread(state.repository(repo).uploads.discard, upload_id):
             raise RegistryError(BLOB_UPLOAD_UNKNOWN)
+        if state.quota is not None:
+            state.quota.discarded(upload_id)
         return web.Response(status=204, headers={"Content-Length": "0"})
     raise RegistryError(BLOB_UPLOAD_INVALID, status=405)
 

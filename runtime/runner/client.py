@@ -33,8 +33,9 @@ LOAD_TIMEOUT_S = float(os.environ.get("CORRAL_LOAD_TIMEOUT", "300"))
 _ENV_NAMES = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
     "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SYSTEMROOT",
+    EXTRA_BUFFERS_ENV,  # the child applies the extra-buffer decision itself (runtime/cpu.py)
 })
-_ENV_PREFIXES = ("LC_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "HSA_", "OMP_", "GOMP_",
+_ENV_PREFIXES = ("CORRAL_LLAMA_", "LC_", "GGML_", "LLAMA_", "CUDA_", "HIP_", "ROCR_", "HSA_", "OMP_", "GOMP_",
                  "KMP_", "OPENBLAS_", "MKL_", "VK_", "NVIDIA_", "ONEAPI_", "SYCL_")
 
 

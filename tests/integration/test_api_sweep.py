@@ -140,8 +140,6 @@ def test_num_ctx_against_prompt_lengths_validation(client: httpx.Client) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the runner fails when prompt plus answer outrun num_ctx "
-                   "(issue 14 item 3, in the runner rewrite of issue 9)")
 def test_num_ctx_1_to_128_against_prompts_of_1_to_500_tokens(client: httpx.Client) -> None:
     rng = random.Random(14)
     cases = sorted({(rng.randint(1, 128), rng.choice([1, 2, 8, 60, 200, 500]), rng.choice([None, 2]))

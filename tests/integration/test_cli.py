@@ -24,7 +24,7 @@ def test_list_table(server):
     assert re.fullmatch(r"NAME\s{4,}ID\s{4,}SIZE\s{4,}MODIFIED", lines[0])
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {"tiny:latest", "alice/mario:v1", "localhost:5000/bob/q8:latest"}
-    assert re.search(r"tiny:latest\s+[0-9a-f]{12}\s+\d+(\.\d)? (KB|MB)\s+(Less than a second|\d+ seconds) ago",
+    assert re.search(r"tiny:latest\s+[0-9a-f]{12}\s+\d+(\.\d)? (KB|MB)\s+(Less than a second|1 second|\d+ seconds) ago",
                      rows["tiny:latest"])
 
 

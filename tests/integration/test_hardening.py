@@ -306,6 +306,7 @@ NESTED_LOOPS = ("{% for a in messages %}{% for b in messages %}{% for c in messa
                 "{% endfor %}{% endfor %}{% endfor %}{{ messages[-1].content }}")
 
 
+@pytest.mark.slow
 def test_item06_jinja_sandbox_limits_time_and_memory(tmp_path: Path) -> None:
     import time
     import tracemalloc
@@ -362,6 +363,7 @@ def test_item06_jinja_sandbox_limits_time_and_memory(tmp_path: Path) -> None:
 # --- item 7 -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_item07_chat_truncation_and_tool_call_parsing_are_linear(server: ThreadedServer) -> None:
     import math
     import time
@@ -911,6 +913,7 @@ def test_item14_create_refuses_non_relative_file_names_and_empty_ggufs(server: T
 # --- item 15 ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_item15_threads_runner_env_create_uploads_show_paths_and_layer_sizes(
     ollama_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_f16: bytes
 ) -> None:

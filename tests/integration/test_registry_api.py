@@ -420,7 +420,7 @@ def test_manifest_with_missing_blobs_is_refused(srv):
     [
         (b"not json", DOCKER_MANIFEST),
         (b"[1, 2]", DOCKER_MANIFEST),
-        (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}',
+        (b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{}]}',
          "application/vnd.oci.image.index.v1+json"),
         (b'{"schemaVersion": 1, "name": "x", "fsLayers": []}', "application/vnd.docker.distribution.manifest.v1+prettyjws"),
         (b'{"schemaVersion": 2, "mediaType": "' + DOCKER_MANIFEST.encode() + b'", "layers": []}', DOCKER_MANIFEST),
@@ -488,7 +488,9 @@ def test_manifest_delete_by_tag_and_digest(srv):
     assert raw_request(srv, "HEAD", f"/v2/alice/mario/blobs/{digest_of(layer)}")[0] == 200
     assert raw_request(srv, "DELETE", f"/v2/alice/mario/manifests/{digest_of(raw)}")[0] == 202
     assert raw_request(srv, "GET", "/v2/alice/mario/tags/list")[0] == 404
-    # The store removed the blobs nothing references any more.
+    # The blobs stay (for the GC, or a blob DELETE, which now succeeds).
+    assert raw_request(srv, "HEAD", f"/v2/alice/mario/blobs/{digest_of(layer)}")[0] == 200
+    assert raw_request(srv, "DELETE", f"/v2/alice/mario/blobs/{digest_of(layer)}")[0] == 202
     assert raw_request(srv, "HEAD", f"/v2/alice/mario/blobs/{digest_of(layer)}")[0] == 404
     status, _, body = raw_request(srv, "DELETE", "/v2/alice/mario/manifests/v1")
     assert status == 404 and oci_error(body) == ["NAME_UNKNOWN"]

@@ -80,3 +80,15 @@ def test_serve_logs_cpu_features(tmp_path: Path, tiny_f16: bytes) -> None:
     assert len(lines) == 1, log
     assert "extra buffer types forced off" in lines[0]
     assert "physical cores" in lines[0]
+
+
+async def test_the_child_applies_the_setting(tmp_path: Path, tiny_f16: bytes) -> None:
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(tiny_f16)
+    for setting, expected in (("off", False), ("on", True)):
+        env = {**os.environ, "CORRAL_LLAMA_EXTRA_BUFFERS": setting}
+        runner = await Runner.start(LoadSpec(str(model), 256, 64, 1), env=env)
+        try:
+            assert runner.info["extra_buffers"] is expected
+        finally:
+            await runner.close()

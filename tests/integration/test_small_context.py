@@ -11,6 +11,7 @@ from tests.servers import ThreadedServer
 PROMPT = "Why is the sky blue? Explain it to me like I am five years old, with an example."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [
     {"num_ctx": 4}, {"num_ctx": 16}, {"num_ctx": 32}, {"num_ctx": 64, "num_batch": 2},
     {"num_ctx": 8, "num_batch": 1}, {"num_ctx": 1}, {"num_ctx": 16, "num_keep": 100},

@@ -66,6 +66,8 @@ def test_port_in_use(models: Path) -> None:
         ([], {"CORRAL_CONTEXT_LENGTH": "-5"}, ["CORRAL_CONTEXT_LENGTH='-5'"]),
         ([], {"CORRAL_KEEP_ALIVE": "forever"}, ["CORRAL_KEEP_ALIVE='forever' is not a duration"]),
         ([], {"CORRAL_MAX_QUEUE": "0"}, ["CORRAL_MAX_QUEUE='0'"]),
+        ([], {"CORRAL_NUM_PARALLEL": "0"}, ["CORRAL_NUM_PARALLEL='0'"]),
+        ([], {"CORRAL_LLAMA_EXTRA_BUFFERS": "maybe"}, ["CORRAL_LLAMA_EXTRA_BUFFERS='maybe'", "auto, on or off"]),
     ],
 )
 def test_bad_address_or_setting(models: Path, args: list[str], env: dict[str, str], needles: list[str]) -> None:

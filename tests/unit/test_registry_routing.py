@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.server.base import Repository, parse_reference, parse_route
+from registry.server.base import RepoName, parse_reference, parse_route
 from registry.server.errors import (
     CODES,
     MANIFEST_BLOB_UNKNOWN,
@@ -78,7 +78,7 @@ def test_any_path_routes_to_a_valid_repository_or_an_oci_error(tail):
         assert exc.code.code in CODES
         return
     if route.repo is not None:
-        assert isinstance(route.repo, Repository)
+        assert isinstance(route.repo, RepoName)
         assert is_valid_part("namespace", route.repo.namespace)
         assert is_valid_part("model", route.repo.model)
 

@@ -1,0 +1,361 @@
+"""Prometheus metrics of one server: what it serves, stores, transfers and generates.
+
+Every application gets its own `CollectorRegistry` (tests run many servers in one process).
+Counters and histograms are updated where things happen; gauges that describe state
+(blobs, manifests, store size, upload sessions, loaded models, busy slots, queue depth)
+are read when `/metrics` is scraped, so the hot path pays nothing for them.
+
+The request middleware labels by the matched route (`/api/tags`, `/v2/blob`...), never by
+the raw path, so the label set stays small whatever clients send; label children are
+cached so a request costs two dictionary lookups and three atomic increments.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from api.board import BOARD, TransferBoard
+from api.state import SCHEDULER, STORE
+from registry.server import REGISTRY
+from registry.server.uploads import UPLOADS
+from store.driver import PathNotFound, StorageDriver
+from store.errors import StoreError
+from store.gc import GCReport
+from store.names import ModelName
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_TPS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+_STORE_SCAN_TTL_S = 5.0
+_BLOB_NAME_LEN = len("sha256-") + 64
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Metrics:
+    """The metric families of one server."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("corral_http_requests", "HTTP requests answered",
+                                ("route", "method", "status"), registry=r)
+        self.latency = Histogram("corral_http_request_duration_seconds",
+                                 "Time from request to the last byte of the answer",
+                                 ("route", "method"), buckets=_LATENCY_BUCKETS, registry=r)
+        self.bytes_in = Counter("corral_http_request_bytes", "Request body bytes received",
+                                ("route",), registry=r)
+        self.bytes_out = Counter("corral_http_response_bytes", "Response bytes sent",
+                                 ("route",), registry=r)
+        self.transfers_in_flight = Gauge("corral_transfers_in_flight",
+                                         "Pulls and pushes this server is running (/api/pull, /api/push)",
+                                         ("direction",), registry=r)
+        self.transfer_bytes = Counter("corral_transfer_bytes",
+                                      "Blob bytes moved by pulls and pushes this server ran",
+                                      ("direction",), registry=r)
+        self.transfers = Counter("corral_transfers", "Pulls and pushes finished, by outcome",
+                                 ("direction", "outcome"), registry=r)
+        self.gc_runs = Counter("corral_gc_runs", "Garbage collections run", registry=r)
+        self.gc_freed_bytes = Counter("corral_gc_freed_bytes", "Bytes freed by garbage collection",
+                                      registry=r)
+        self.gc_removed_blobs = Counter("corral_gc_removed_blobs", "Blobs removed by garbage collection",
+                                        registry=r)
+        self.tokens = Counter("corral_generated_tokens", "Tokens generated", ("model",), registry=r)
+        self.prompt_tokens = Counter("corral_prompt_tokens", "Prompt tokens evaluated", ("model",),
+                                     registry=r)
+        self.ttft = Histogram("corral_time_to_first_token_seconds",
+                              "From request arrival to the first generated token",
+                              ("model",), buckets=_TTFT_BUCKETS, registry=r)
+        self.tps = Histogram("corral_tokens_per_second", "Generation speed of a request",
+                             ("model",), buckets=_TPS_BUCKETS, registry=r)
+        self.completions = Counter("corral_completions", "Generate and chat requests finished",
+                                   ("model", "done_reason"), registry=r)
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _request_children(self, route: str, method: str, status: str) -> tuple[Any, Any, Any, Any]:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            with self._lock:
+                children = (
+                    self.requests.labels(route, method, status),
+                    self.latency.labels(route, method),
+                    self.bytes_in.labels(route),
+                    self.bytes_out.labels(route),
+                )
+                self._children[key] = children
+        return children
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float,
+                        received: int, sent: int) -> None:
+        if method not in _METHODS:
+            method = "other"  # clients choose the method: keep the label set bounded
+        count, latency, bytes_in, bytes_out = self._request_children(route, method, str(status))
+        count.inc()
+        latency.observe(seconds)
+        if received:
+            bytes_in.inc(received)
+        if sent:
+            bytes_out.inc(sent)
+
+    def observe_gc(self, report: GCReport) -> None:
+        self.gc_runs.inc()
+        self.gc_removed_blobs.inc(len(report.removed_blobs))
+        self.gc_freed_bytes.inc(report.freed_bytes)
+
+    def observe_completion(self, model: str, chunk: dict[str, Any], ttft_s: float | None) -> None:
+        """Record the final chunk of a generate or chat request (ollama's done metrics).
+
+        The label is the model's shortest name, lower-cased, so the spellings a client may
+        use for one model (`tiny`, `TINY:latest`, `library/tiny`) share one series."""
+        model = model_label(model)
+        eval_count = int(chunk.get("eval_count") or 0)
+        prompt_count = int(chunk.get("prompt_eval_count") or 0)
+        eval_ns = int(chunk.get("eval_duration") or 0)
+        if eval_count:
+            self.tokens.labels(model).inc(eval_count)
+        if prompt_count:
+            self.prompt_tokens.labels(model).inc(prompt_count)
+        if ttft_s is not None and eval_count:
+            self.ttft.labels(model).observe(ttft_s)
+        if eval_count and eval_ns > 0:
+            self.tps.labels(model).observe(eval_count / (eval_ns / 1e9))
+        self.completions.labels(model, str(chunk.get("done_reason") or "stop")).inc()
+
+
+def model_label(text: str) -> str:
+    try:
+        return ModelName.parse(text).display_shortest().lower()
+    except (StoreError, ValueError):
+        return "other"
+
+
+METRICS = web.AppKey("metrics", Metrics)
+REQUEST_START = web.RequestKey("corral_request_start", float)
+
+
+def v2_kind(path: str) -> str:
+    """The registry resource a /v2 path names (base, catalog, token, blob, upload_start,
+    upload, manifest, tags, or invalid), from its last segments only: the handler parses
+    and validates the path itself; a label needs no more than this."""
+    parts = path.split("/")
+    n = len(parts)
+    if n <= 3:
+        return {"": "base", "_catalog": "catalog", "token": "token"}.get(parts[2] if n == 3 else "", "invalid")
+    last, prev = parts[-1], parts[-2]
+    if prev == "manifests":
+        return "manifest"
+    if prev == "uploads" and parts[-3] == "blobs":
+        return "upload_start" if last == "" else "upload"
+    if prev == "blobs":
+        return "blob"
+    if prev == "tags" and last == "list":
+        return "tags"
+    return "invalid"
+
+
+def route_label(request: web.Request) -> str:
+    """The matched resource, not the raw path: `/v2/<kind>` for the registry."""
+    path = request.path
+    if path == "/v2" or path.startswith("/v2/"):
+        return "/v2/" + v2_kind(path)
+    info = request.match_info
+    route = info.route if info is not None else None
+    resource = route.resource if route is not None else None
+    if resource is None or info.http_exception is not None:
+        return "unmatched"
+    return resource.canonical
+
+
+def metrics_middleware(metrics: Metrics) -> Callable[..., object]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        request[REQUEST_START] = started
+        status = 500
+        response: web.StreamResponse | None = None
+        route = "unmatched"
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = route_label(request)
+            if response is not None and response.prepared:
+                sent = response.body_length  # streamed: everything was written already
+            else:
+                sent = 0  # counted from Content-Length when aiohttp sends it (on_prepare)
+                request[_ROUTE] = route
+            received = request.content.total_bytes if request.body_exists else 0
+            metrics.observe_request(route, request.method, status,
+                                    time.perf_counter() - started, received, sent)
+
+    return middleware
+
+
+_ROUTE = web.RequestKey("corral_metrics_route", str)
+
+
+def _prepare_counter(metrics: Metrics) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def count(request: web.Request, response: web.StreamResponse) -> None:
+        """Bytes of answers sent after the middleware returned (plain and file responses)."""
+        route = request.get(_ROUTE)
+        if route is not None and response.content_length:
+            metrics.bytes_out.labels(route).inc(response.content_length)
+
+    return count
+
+
+def ttft_since_request(request: web.Request) -> float | None:
+    started = request.get(REQUEST_START)
+    return None if started is None else time.perf_counter() - started
+
+
+def observe_completion(request: web.Request, chunk: dict[str, Any], ttft_s: float | None) -> None:
+    metrics = request.app.get(METRICS)
+    if metrics is not None and chunk.get("done") and "model" in chunk:
+        metrics.observe_completion(str(chunk["model"]), chunk, ttft_s)
+
+
+async def metered(app: web.Application, direction: str, model: str,
+                  events: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+    """Pass a pull's or push's progress events through, counting in-flight transfers and
+    the bytes that each event says were newly completed, and showing it on the board."""
+    metrics = app[METRICS]
+    board = app[BOARD]
+    done: dict[str, int] = {}
+    in_flight = metrics.transfers_in_flight.labels(direction)
+    moved = metrics.transfer_bytes.labels(direction)
+    outcome = "error"
+    in_flight.inc()
+    transfer = board.start(direction, model)
+    try:
+        async for event in events:
+            progress = event.to_progress()
+            board.update(transfer, progress)
+            digest, completed = progress.get("digest"), progress.get("completed")
+            if digest and isinstance(completed, int):
+                delta = completed - done.get(digest, 0)
+                if delta > 0:
+                    moved.inc(delta)
+                    done[digest] = completed
+            yield event
+        outcome = "success"
+    finally:
+        board.finish(transfer)
+        in_flight.dec()
+        metrics.transfers.labels(direction, outcome).inc()
+        await events.aclose()
+
+
+@dataclass
+class _StoreScan:
+    at: float = 0.0
+    blobs: int = 0
+    size: int = 0
+    manifests: int = 0
+
+
+class StateCollector(Collector):
+    """Gauges read at scrape time from the store, the registry and the scheduler."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._scan = _StoreScan()
+        self._lock = threading.Lock()
+
+    def _store_scan(self) -> _StoreScan:
+        with self._lock:
+            if time.monotonic() - self._scan.at < _STORE_SCAN_TTL_S:
+                return self._scan
+            store = self._app[STORE]
+            scan = _StoreScan(at=time.monotonic())
+            try:
+                with os.scandir(store.blobs.dir) as entries:
+                    for entry in entries:
+                        if entry.name.startswith("sha256-") and len(entry.name) == _BLOB_NAME_LEN:
+                            try:
+                                scan.size += entry.stat(follow_symlinks=False).st_size
+                                scan.blobs += 1
+                            except OSError:
+                                continue
+            except OSError:
+                pass
+            scan.manifests = sum(1 for _ in store.manifests)
+            self._scan = scan
+            return scan
+
+    def describe(self) -> list[Metric]:
+        return []  # no collect() at registration: the app is not started yet
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._scan = _StoreScan()
+
+    def collect(self) -> Iterator[Metric]:
+        scan = self._store_scan()
+        yield GaugeMetricFamily("corral_store_blobs", "Blobs in the store", value=scan.blobs)
+        yield GaugeMetricFamily("corral_store_bytes", "Bytes of blobs in the store", value=scan.size)
+        yield GaugeMetricFamily("corral_store_manifests", "Manifests (model tags) in the store",
+                                value=scan.manifests)
+        registry = self._app.get(REGISTRY)
+        if registry is not None:
+            yield GaugeMetricFamily("corral_registry_upload_sessions",
+                                    "Registry upload sessions open in the store",
+                                    value=_upload_sessions(registry.driver))
+        scheduler = self._app.get(SCHEDULER)
+        if scheduler is not None:
+            stats = scheduler.stats()
+            yield GaugeMetricFamily("corral_models_loaded", "Models loaded in runners",
+                                    value=stats.loaded)
+            yield GaugeMetricFamily("corral_slots_busy", "Runners serving a request now",
+                                    value=stats.busy)
+            yield GaugeMetricFamily("corral_queue_depth", "Requests waiting for a runner",
+                                    value=stats.queued)
+            yield CounterMetricFamily("corral_runner_crashes",
+                                      "Runners that exited on their own since the server started",
+                                      value=stats.crashes)
+
+
+def _upload_sessions(driver: StorageDriver) -> int:
+    try:
+        return len(driver.list(UPLOADS))
+    except PathNotFound:
+        return 0
+
+
+def install(app: web.Application, metrics: Metrics) -> Metrics:
+    """Attach the app's metrics and the scrape-time collector."""
+    app[METRICS] = metrics
+    app[BOARD] = TransferBoard()
+    app.on_response_prepare.append(_prepare_counter(metrics))
+    collector = StateCollector(app)
+    metrics.registry.register(collector)
+    app[COLLECTOR] = collector
+    return metrics
+
+
+COLLECTOR = web.AppKey("metrics_collector", StateCollector)
+
+
+def record_gc(app: web.Application, report: GCReport) -> None:
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.observe_gc(report)
+    collector = app.get(COLLECTOR)
+    if collector is not None:
+        collector.invalidate()
