@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+import sys
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -45,9 +48,11 @@ from registry.server.quota import QuotaLedger
 from registry.throttle import ByteRate
 from runtime.cpu import log_startup as log_cpu
 from store.gc import collect, fix_blob_names
+from store.storage import StorageConfigError, open_driver
 from store.store import Store
 
 log = logging.getLogger("corral")
+STARTUP_GC_DELAY_S = 2.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -77,7 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = auth_config
     app[AUDIT] = audit_log
     app.on_cleanup.append(lambda _app: _close_audit(audit_log))
-    store = Store(settings.models)
+    store = open_store(settings)
     app[STORE] = store
     app[SETTINGS] = settings
     app.add_routes(meta.routes)
@@ -90,6 +95,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(anthropic.routes)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
+    app.cleanup_ctx.append(_online_gc)
     app.on_startup.append(_announce_auth)
     registry_state.append(setup_registry(app, settings, store))
     _apply_limits(app, settings, registry_state[0])
@@ -132,21 +138,72 @@ def _local_names(settings: Settings) -> frozenset[str]:
     return frozenset(host_name(n) for n in names if n and host_name(n))
 
 
+def open_store(settings: Settings) -> Store:
+    """The store `settings` name: its driver (`--storage`), local scratch and cache."""
+    driver = open_driver(settings.storage, settings.models)
+    store = Store(settings.models, driver, cache_dir=settings.cache_dir, cache_size=settings.cache_size)
+    store.blobs.reuse_touch_s = min(store.blobs.reuse_touch_s, settings.gc_grace / 4)
+    return store
+
+
 async def _prepare_store(app: web.Application) -> None:
     store = app[STORE]
     await asyncio.to_thread(store.ensure)
     renamed = await asyncio.to_thread(fix_blob_names, store)
     if renamed:
         log.info("renamed %d blobs to ollama's sha256-<hex> form", renamed)
-    if app[SETTINGS].prune_on_start and not os.environ.get("CORRAL_NOPRUNE"):
-        report = await asyncio.to_thread(collect, store)
-        metrics.record_gc(app, report)
-        if report.removed_blobs or report.removed_files:
-            log.info(
-                "pruned %d unreferenced blobs and %d stale files",
-                len(report.removed_blobs),
-                len(report.removed_files),
-            )
+
+
+def _gc_cycle(app: web.Application, store: Store, grace: float) -> None:
+    report = collect(store, grace)
+    metrics.record_gc(app, report)
+    if report.removed_blobs or report.removed_files:
+        log.info(
+            "gc: removed %d unreferenced blobs and %d leftover files (%d bytes)",
+            len(report.removed_blobs), len(report.removed_files), report.freed_bytes,
+        )
+
+
+async def _online_gc(app: web.Application) -> AsyncIterator[None]:
+    """GC while serving: a first cycle right after startup (never before the server
+    answers), then one every `--gc-interval` seconds (0: only the startup cycle, which
+    `prune_on_start` / CORRAL_NOPRUNE turn off)."""
+    settings = app[SETTINGS]
+    store = app[STORE]
+    first = settings.prune_on_start and not os.environ.get("CORRAL_NOPRUNE")
+
+    async def loop() -> None:
+        run = first
+        if run:
+            await asyncio.sleep(STARTUP_GC_DELAY_S)  # let the server start listening first
+        while True:
+            if run:
+                try:
+                    await asyncio.to_thread(_gc_cycle, app, store, settings.gc_grace)
+                except Exception:
+                    log.exception("gc cycle failed")
+            if settings.gc_interval <= 0:
+                return
+            await asyncio.sleep(settings.gc_interval)
+            run = True
+
+    async def rescan() -> None:
+        if not store.is_local:
+            return  # on shared remote storage every writer is a corral: the generation tells
+        while True:
+            await asyncio.sleep(store.manifests.rescan_s)
+            try:
+                await asyncio.to_thread(store.manifests.refresh)
+            except Exception:
+                log.exception("manifest rescan failed")
+
+    tasks = [asyncio.create_task(loop(), name="corral gc"), asyncio.create_task(rescan(), name="corral rescan")]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
@@ -160,7 +217,11 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> Non
     elif after < 4096:
         log.warning("the open-file limit is %d (the hard limit); raise it (ulimit -Hn) to serve "
                     "many connections", after)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except StorageConfigError as exc:  # one line, no traceback: the user fixes a setting
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     log.info("corral listening on %s:%d, models in %s", settings.host, settings.port, settings.models)
     log_cpu()
     # keepalive_timeout also bounds how long a connection may take to send a request head

@@ -20,6 +20,7 @@ from api import (
     cli_mirror,
     cli_ops,
     cli_run,
+    cli_storage,
     cli_transfer,
     startup,
 )
@@ -45,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         private=args.private,
         trust_proxy=args.trust_proxy,
         api_key=env.get("CORRAL_API_KEY") or None,
+        **cli_storage.serve_settings(args),
         **cli_ops.settings_fields(args),
         **cli_mirror.settings_from(args),
     )
@@ -211,9 +213,11 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--trust-proxy", action="store_true",
                    help="honour X-Forwarded-Proto/-Host from a reverse proxy in front of the server")
     cli_transfer.add_serve_arguments(p)
+    cli_storage.add_serve_arguments(p)
     cli_ops.add_serve_arguments(p)
     cli_mirror.add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
+    cli_storage.add_gc_command(sub)
 
 
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -29,6 +29,14 @@ class Settings:
     trust_proxy: bool = False
     # Model management from other machines needs this key (CORRAL_API_KEY); see README.
     api_key: str | None = None
+    # Storage (README "Storage"): the driver (--storage / CORRAL_STORAGE, default the models
+    # directory), the local blob cache for a remote driver, and the online GC.
+    storage: str | None = None
+    cache_dir: Path | None = None
+    cache_size: int | None = None
+    gc_interval: float = 3600.0
+    gc_grace: float = 3600.0
+    redirect_blobs: bool = False
     # Pull-through mirror (README, "Mirror"): upstreams tried in order, `namespace/model`
     # patterns it serves, and how long a tag is trusted before it is re-checked upstream.
     mirrors: tuple[str, ...] = ()

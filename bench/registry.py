@@ -1,6 +1,7 @@
 """corral's /v2 against docker-registry (CNCF distribution), measured in the same run.
 
-    .venv/bin/python bench/registry.py [--size-mib 512] [--chunk-mib 64] [--rounds 3]
+    .venv/bin/python bench/registry.py [--size-mib 512] [--chunk-mib 64] [--rounds 3] [--storage s3]
+    .venv/bin/python bench/registry.py --listing [--models 10000] [--blobs 100000]
 
 Starts `docker-registry` (Debian package) and `corral serve` on loopback, each with its
 own store on the same disk, and measures for both:
@@ -11,6 +12,16 @@ own store on the same disk, and measures for both:
   reused buffer per stream);
 - manifest GETs and blob HEADs per second at --concurrency clients (a small Go load
   generator, bench/loadgen, so the client costs little CPU on a small machine).
+
+With `--storage s3` both servers keep their blobs in S3 instead: one moto server (`moto[server]`,
+a separate process on loopback) with a bucket each, corral with `--storage s3://...` and
+docker-registry with its `s3` storage driver (started without AWS_CA_BUNDLE: Debian's 2.8
+panics with LoadCustomCABundleError when it is set).
+
+`--listing` measures corral alone against the targets of its listing index: `/api/tags` and a
+1,000-entry page of `/v2/_catalog` over --models models (each under 50 ms), and how soon a
+server whose store holds --blobs unreferenced old blobs answers `/api/version` (under 1 s)
+while its first GC cycle removes them in the background.
 
 Then the operations cost, on three corral servers in the same run: `--no-metrics` (the
 baseline), metrics on (the default), and `--require-auth` (metrics off), the same manifest
@@ -121,27 +132,64 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> Non
     raise RuntimeError(f"server {url} did not come up")
 
 
-def start_docker_registry(work: Path) -> Server:
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server as its own process (so its CPU is not the bench client's)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **S3_KEYS})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    for bucket in ("corral-bench", "docker-bench"):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("PUT", f"/{bucket}")
+        c.getresponse().read()
+    return proc, endpoint
+
+
+def start_docker_registry(work: Path, s3_endpoint: str | None = None) -> Server:
     port = free_port()
     config = work / "docker-registry.yml"
+    if s3_endpoint is None:
+        storage = f"storage:\n  filesystem:\n    rootdirectory: {work / 'docker'}\n  delete:\n    enabled: true\n"
+    else:
+        storage = (
+            "storage:\n  s3:\n"
+            f"    accesskey: {S3_KEYS['AWS_ACCESS_KEY_ID']}\n    secretkey: {S3_KEYS['AWS_SECRET_ACCESS_KEY']}\n"
+            f"    region: us-east-1\n    regionendpoint: {s3_endpoint}\n    bucket: docker-bench\n"
+            "    rootdirectory: /docker\n    secure: false\n    v4auth: true\n"
+            "  delete:\n    enabled: true\n  redirect:\n    disable: true\n"
+        )
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {work / 'docker'}\n  delete:\n    enabled: true\n"
+        f"{storage}"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = Server("docker-registry", f"http://127.0.0.1:{port}", proc)
     wait_up(server.url, proc)
     return server
 
 
-def start_corral(work: Path, name: str = "corral", extra: tuple[str, ...] = ()) -> Server:
+def start_corral(work: Path, name: str = "corral", extra: tuple[str, ...] = (),
+                 s3_endpoint: str | None = None) -> Server:
     port = free_port()
-    env = {**os.environ, "CORRAL_NOPRUNE": "1"}
+    env = {**os.environ, "CORRAL_NOPRUNE": "1", **(S3_KEYS if s3_endpoint else {})}
     cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--models", str(work / name), "--anonymous-push", *extra]
+    if s3_endpoint:
+        cmd += ["--storage", f"s3://corral-bench/corral?endpoint={s3_endpoint}&path_style=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = Server(name, f"http://127.0.0.1:{port}", proc)
     wait_up(server.url, proc)
@@ -378,11 +426,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rps-seconds", type=float, default=5.0)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--workdir", help="where the two stores go (default: a temp dir)")
+    ap.add_argument("--storage", choices=("filesystem", "s3"), default="filesystem",
+                    help="where both servers keep blobs (s3: one moto server, a bucket each)")
+    ap.add_argument("--listing", action="store_true", help="measure corral's listings and startup only")
+    ap.add_argument("--models", type=int, default=10_000, help="models in the --listing store")
+    ap.add_argument("--blobs", type=int, default=100_000, help="unreferenced blobs for the --listing startup")
     ap.add_argument("--ops-rounds", type=int, default=9)
     ap.add_argument("--ops-seconds", type=float, default=2.0)
     ap.add_argument("--ops-only", action="store_true",
                     help="only the metrics / --require-auth lines (no docker-registry needed)")
     args = ap.parse_args(argv)
+    if args.listing:
+        return listing(args)
     if args.ops_only:
         work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
         try:
@@ -409,7 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
     loadgen = build_loadgen(work)
     load_before = os.getloadavg()
-    servers = [start_corral(work), start_docker_registry(work)]
+    moto = None
+    s3_endpoint = None
+    if args.storage == "s3":
+        moto, s3_endpoint = start_moto(work)
+    servers = [start_corral(work, s3_endpoint=s3_endpoint), start_docker_registry(work, s3_endpoint)]
     size = args.size_mib * MiB
     base = bytearray(os.urandom(size))
     lines = {
@@ -470,11 +529,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for s in servers:
             s.stop()
+        if moto is not None:
+            moto.terminate()
+            moto.wait(15)
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
 
     print(f"cores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
-          f"median of {args.rounds} rounds; CPU = cores used by the server while measured")
+          f"median of {args.rounds} rounds; CPU = cores used by the server while measured; "
+          f"storage: {args.storage}")
     print()
     print("| measurement | corral | docker-registry | corral / docker-registry |")
     print("|---|---|---|---|")
@@ -492,6 +555,117 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
                                                "lines": report, "ops": ops}, indent=1))
+    return 0
+
+
+def _timed_get(host: str, port: int, path: str) -> tuple[float, int]:
+    c = http.client.HTTPConnection(host, port, timeout=60)
+    t0 = time.perf_counter()
+    c.request("GET", path)
+    resp = c.getresponse()
+    body = resp.read()
+    elapsed = time.perf_counter() - t0
+    c.close()
+    if resp.status != 200:
+        raise RuntimeError(f"GET {path}: {resp.status}")
+    return elapsed, len(body)
+
+
+def listing(args: argparse.Namespace) -> int:
+    """/api/tags and /v2/_catalog over many models; startup over many unreferenced blobs."""
+    work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
+    load_before = os.getloadavg()
+    models = work / "corral"
+    blobs = models / "blobs"
+    blobs.mkdir(parents=True)
+    config = b'{"model_format":"gguf","model_family":"llama","file_type":"Q4_0"}\n'
+    layer = os.urandom(1024)
+    refs = []
+    for data in (config, layer):
+        d = hashlib.sha256(data).hexdigest()
+        (blobs / f"sha256-{d}").write_bytes(data)
+        refs.append((f"sha256:{d}", len(data)))
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    for i in range(args.models):
+        doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+               "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                          "digest": refs[0][0], "size": refs[0][1]},
+               "layers": [{"mediaType": "application/vnd.ollama.image.model",
+                           "digest": refs[1][0], "size": refs[1][1]}]}
+        d = models / "manifests" / host / f"ns{i % 100}" / f"model{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "latest").write_bytes(json.dumps(doc).encode())
+    env = {**os.environ, "CORRAL_NOPRUNE": "1", "CORRAL_DEFAULT_MODEL": "0"}
+    cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--models", str(models), "--anonymous-push"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    try:
+        wait_up(f"http://{host}", proc)
+        for path, label in (("/api/tags", f"/api/tags, {args.models:,} models"),
+                            ("/v2/_catalog?n=1000", f"/v2/_catalog, 1,000-entry page of {args.models:,}")):
+            first, size = _timed_get("127.0.0.1", port, path)
+            times = sorted(_timed_get("127.0.0.1", port, path)[0] for _ in range(9))
+            rows.append((label, f"{statistics.median(times) * 1000:.1f} ms",
+                         f"first call {first * 1000:.0f} ms (index built), {size:,} bytes", "50 ms"))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+    def startup() -> float:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    _timed_get("127.0.0.1", port, "/api/version")
+                    return time.perf_counter() - t0
+                except OSError:
+                    time.sleep(0.02)
+        finally:
+            p.terminate()
+            p.wait(15)
+
+    baseline = startup()  # the same store without the unreferenced blobs
+    # Startup with many unreferenced, old blobs: the first GC cycle runs in the background.
+    old = time.time() - 7200
+    for i in range(args.blobs):
+        p = blobs / f"sha256-{hashlib.sha256(b'unreferenced %d' % i).hexdigest()}"
+        p.write_bytes(b"x")
+        os.utime(p, (old, old))
+    env.pop("CORRAL_NOPRUNE")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        up = None
+        while up is None:
+            try:
+                _timed_get("127.0.0.1", port, "/api/version")
+                up = time.perf_counter() - t0
+            except OSError:
+                time.sleep(0.02)
+        probes = []
+        while len(os.listdir(blobs)) > 2 and time.perf_counter() - t0 < 600:
+            probes.append(_timed_get("127.0.0.1", port, "/api/version")[0])
+            time.sleep(0.05)
+        swept = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        shutil.rmtree(work, ignore_errors=True)
+    rows.append((f"startup with {args.blobs:,} unreferenced blobs: first /api/version", f"{up:.2f} s",
+                 f"after process start; the same store without them: {baseline:.2f} s "
+                 f"(difference {up - baseline:+.2f} s)", "1 s more"))
+    rows.append(("/api/version while the first GC cycle runs", f"max {max(probes or [0]) * 1000:.0f} ms",
+                 f"{len(probes)} probes; all blobs gone {swept:.1f} s after start", "1 s"))
+    load_after = os.getloadavg()
+    print(f"cores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print()
+    print("| measurement | corral | note | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     return 0
 
 

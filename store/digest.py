@@ -80,11 +80,19 @@ def is_digest(value: object) -> bool:
     return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
-def blob_path(root: str | os.PathLike[str], digest: Digest) -> Path:
-    """The one place a digest becomes a file path: `<root>/blobs/sha256-<hex>`."""
+BLOBS_DIR = "blobs"
+
+
+def blob_key(digest: Digest) -> str:
+    """The one place a digest becomes a storage path: `blobs/sha256-<hex>` (a driver key)."""
     if not isinstance(digest, Digest):
         digest = Digest(digest)
-    return Path(root) / "blobs" / digest.filename
+    return f"{BLOBS_DIR}/{digest.filename}"
+
+
+def blob_path(root: str | os.PathLike[str], digest: Digest) -> Path:
+    """`blob_key` below a local directory: `<root>/blobs/sha256-<hex>`."""
+    return Path(root) / blob_key(digest)
 
 
 def _preview(value: object) -> str:

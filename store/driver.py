@@ -20,6 +20,11 @@ A driver stores opaque files under relative, `/`-separated paths. The contract, 
   sorted; `PathNotFound` if `path` does not exist. Staging areas are never listed.
 - `move(src, dst)`: atomically replace `dst` with the committed file `src`.
 - `delete(path)`: remove a file, or a directory with everything below it.
+- `list_staged(path)`: staged (uncommitted) bytes directly below `path`, for sweeping what
+  a writer that died left behind; `writer_alive(path)` says whether a writer still holds
+  a path's staging area (True/False), or None when the driver cannot tell (a remote store:
+  the caller then decides from the writer named in the path, or from age).
+- `touch(path)`: restart a committed file's modification time (GC grace periods).
 - `redirect_url(path)`: a URL a client may fetch the bytes from directly (a presigned
   object-store URL, say), or None when the driver serves bytes only through `read`.
 - `local_path(path)`: for drivers backed by local files, the file itself, so the server
@@ -166,6 +171,70 @@ class StorageDriver(ABC):
 
     @abstractmethod
     def delete(self, path: str) -> None: ...
+
+    def list_staged(self, path: str) -> list[FileInfo]:
+        """Staged bytes directly below `path` (paths as `writer` was given them)."""
+        validate_path(path, allow_root=True)
+        return []
+
+    def writer_alive(self, path: str) -> bool | None:
+        """Whether a writer holds `path`'s staging area; None when the driver cannot tell."""
+        validate_path(path)
+        return None
+
+    def discard_staged(self, path: str) -> bool:
+        """Drop the staged bytes of `path` if no writer holds them; True if some were dropped."""
+        try:
+            w = self.writer(path, append=True)
+        except WriterBusy:
+            return False
+        w.cancel()
+        return True
+
+    def list_files(self, path: str) -> list[FileInfo]:
+        """The committed files directly below `path` with their size and mtime (one listing
+        call on an object store, where `stat` per file would be a request each)."""
+        out = []
+        try:
+            children = self.list(path)
+        except PathNotFound:
+            return []
+        for child in children:
+            try:
+                info = self.stat(child)
+            except PathNotFound:
+                continue
+            if not info.is_dir:
+                out.append(info)
+        return out
+
+    def walk_files(self, path: str) -> list[FileInfo]:
+        """Every committed file below `path`, at any depth (one paginated listing on an
+        object store)."""
+        out: list[FileInfo] = []
+        try:
+            children = self.list(path)
+        except PathNotFound:
+            return []
+        files = {f.path for f in self.list_files(path)}
+        for child in children:
+            if child in files:
+                continue
+            out.extend(self.walk_files(child))
+        out.extend(f for f in self.list_files(path))
+        return sorted(out, key=lambda f: f.path)
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Create `path` with `data` only if nothing is committed there; False if something
+        was. Atomic across processes sharing the storage (drivers override this)."""
+        if self.exists(path):
+            return False
+        self.put_content(path, data)
+        return True
+
+    def touch(self, path: str) -> None:
+        """Set a committed file's modification time to now (best effort)."""
+        validate_path(path)
 
     def redirect_url(self, path: str, *, method: str = "GET", expires_in: int = 900) -> str | None:
         """A URL serving the bytes of `path` directly, or None (the default)."""

@@ -1,60 +1,216 @@
-"""The manifest store: `manifests/<host>/<namespace>/<model>/<tag>`, bytes kept as received."""
+"""The manifest store: `manifests/<host>/<namespace>/<model>/<tag>` on a storage driver,
+bytes kept as received, with an in-memory index for listings.
+
+The index maps every stored name to its key, modification time, size and (once read)
+bytes, so `/api/tags`, `/v2/_catalog`, tag lists and case-insensitive lookups cost no walk
+of the tree. It is kept current by this store's own writes and deletes, which also
+rewrite a small generation object (`corral/manifests-generation`); when another process
+or replica changed the tree, the generation differs and the index is rebuilt by one walk
+(keeping the bytes of unchanged entries). A tree changed by a program that does not bump
+the generation (ollama itself writing into the same directory) is picked up by the
+server's periodic rescan (`refresh`, every `rescan_s`, in the background).
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from store.blobs import fsync_dir
+from store.driver import PathNotFound, StorageDriver
 from store.errors import ModelNotFound
 from store.names import ModelName
+
+MANIFESTS_DIR = "manifests"
+GENERATION_KEY = "corral/manifests-generation"
+RESCAN_S = 30.0
+MAX_CACHED_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class StoredManifest:
+    name: ModelName  # as spelled in storage
+    key: str
+    mtime: float = 0.0
+    size: int = 0
+
+
+@dataclass
+class _Entry:
     name: ModelName
-    path: Path
+    key: str
+    mtime: float
+    size: int
+    raw: bytes | None = None
+
+
+@dataclass
+class _Index:
+    entries: dict[str, _Entry] = field(default_factory=dict)  # key -> entry
+    by_name: dict[tuple[str, str, str, str], str] = field(default_factory=dict)  # lower -> key
+    generation: bytes = b""
+    built_at: float = 0.0
+    version: int = 0  # bumped by every change this process makes
+    _by_repo: dict[tuple[str, str, str], list[_Entry]] | None = None
+
+    def by_repo(self) -> dict[tuple[str, str, str], list[_Entry]]:
+        """Entries grouped by lower-cased (host, namespace, model); built once per change."""
+        if self._by_repo is None:
+            groups: dict[tuple[str, str, str], list[_Entry]] = {}
+            for e in self.entries.values():
+                n = e.name
+                groups.setdefault((n.host.lower(), n.namespace.lower(), n.model.lower()), []).append(e)
+            self._by_repo = groups
+        return self._by_repo
+
+    def add(self, entry: _Entry) -> None:
+        self.version += 1
+        self._by_repo = None
+        old = self.by_name.get(entry.name.key())
+        if old is not None and old != entry.key:
+            # Two spellings of one name: keep the first in sort order, as a walk would.
+            if old < entry.key:
+                self.entries[entry.key] = entry
+                return
+        self.entries[entry.key] = entry
+        self.by_name[entry.name.key()] = entry.key
+
+    def remove(self, key: str) -> None:
+        self.version += 1
+        self._by_repo = None
+        entry = self.entries.pop(key, None)
+        if entry is not None and self.by_name.get(entry.name.key()) == key:
+            del self.by_name[entry.name.key()]
+            for other in self.entries.values():
+                if other.name.same_as(entry.name):
+                    self.by_name[other.name.key()] = other.key
+                    break
+
+
+def manifest_key(name: ModelName) -> str:
+    """The one place a name becomes a manifest key; refuses invalid names."""
+    return f"{MANIFESTS_DIR}/{name.relpath().as_posix()}"
 
 
 class ManifestStore:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.dir = self.root / "manifests"
+    def __init__(
+        self, driver: StorageDriver | str | os.PathLike[str], *, rescan_s: float = RESCAN_S
+    ) -> None:
+        from store.blobs import as_driver
 
-    def path(self, name: ModelName) -> Path:
-        """The one place a name becomes a manifest path; refuses invalid names."""
-        return self.dir.joinpath(*name.relpath().parts)
+        self.driver = as_driver(driver)
+        self.rescan_s = rescan_s
+        self._index: _Index | None = None
+        self._lock = threading.RLock()
+
+    def key(self, name: ModelName) -> str:
+        return manifest_key(name)
+
+    # -- the index -------------------------------------------------------------------
+
+    def _read_generation(self) -> bytes:
+        try:
+            return self.driver.get_content(GENERATION_KEY, limit=256)
+        except (PathNotFound, ValueError):
+            return b""
+
+    def _bump_generation(self, index: _Index) -> None:
+        token = secrets.token_hex(16).encode()
+        try:
+            self.driver.put_content(GENERATION_KEY, token)
+            index.generation = token
+        except OSError:
+            index.generation = b""
+
+    def _rebuild(self, old: _Index | None) -> _Index:
+        index = _Index(generation=self._read_generation(), built_at=time.monotonic())
+        for info in self.driver.walk_files(MANIFESTS_DIR):
+            parts = info.path.split("/")
+            name = ModelName.from_parts(tuple(parts[1:])) if len(parts) == 5 else None
+            if name is None:
+                continue
+            key = info.path
+            entry = _Entry(name, key, info.mtime, info.size)
+            prev = old.entries.get(key) if old is not None else None
+            if prev is not None and (prev.mtime, prev.size) == (info.mtime, info.size):
+                entry.raw = prev.raw
+            index.add(entry)
+        return index
+
+    def index(self) -> _Index:
+        """The current index, rebuilt if another process changed the tree."""
+        with self._lock:
+            index = self._index
+            if index is None or self._read_generation() != index.generation:
+                index = self._index = self._rebuild(index)
+            return index
+
+    def change_token(self) -> tuple[bytes, int, int]:
+        """Differs whenever a manifest may have changed since the last call (here or in
+        another process): what a GC compares before deleting a batch."""
+        index = self.index()
+        return index.generation, id(index), index.version
+
+    def refresh(self) -> bool:
+        """Rescan the tree now, off the request path (the server does every `rescan_s`), for
+        changes made by programs that do not bump the generation. Keeps the current index
+        (and so every cache keyed on it) when nothing changed; True if something did."""
+        old = self._index
+        new = self._rebuild(old)
+        with self._lock:
+            if self._index is not old:
+                return True  # a write or another rebuild got there first
+            same = old is not None and old.generation == new.generation and {
+                k: (e.mtime, e.size) for k, e in old.entries.items()
+            } == {k: (e.mtime, e.size) for k, e in new.entries.items()}
+            if same:
+                return False
+            self._index = new
+            return True
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._index = None
+
+    # -- reading ---------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[StoredManifest]:
-        """Every file at depth four whose path parts form a valid name."""
-        if not self.dir.is_dir():
-            return
-        for host in _subdirs(self.dir):
-            for ns in _subdirs(host):
-                for model in _subdirs(ns):
-                    for tag in _files(model):
-                        name = ModelName.from_parts((host.name, ns.name, model.name, tag.name))
-                        if name is not None:
-                            yield StoredManifest(name, tag)
+        """Every stored manifest, sorted by key."""
+        with self._lock:  # a snapshot: writers change the index while a caller iterates
+            index = self.index()
+            snapshot = [StoredManifest(e.name, e.key, e.mtime, e.size) for _, e in sorted(index.entries.items())]
+        yield from snapshot
 
     def find(self, name: ModelName) -> StoredManifest | None:
         """The stored manifest matching `name` case-insensitively, exact spelling first."""
-        exact = self.path(name)
-        if exact.is_file():
-            return StoredManifest(name, exact)
-        for stored in self:
-            if stored.name.same_as(name):
-                return stored
-        return None
+        exact = manifest_key(name)
+        try:
+            info = self.driver.stat(exact)
+            if not info.is_dir:
+                return StoredManifest(name, exact, info.mtime, info.size)
+        except PathNotFound:
+            pass
+        with self._lock:
+            index = self.index()
+            key = index.by_name.get(name.key())
+            e = index.entries.get(key) if key is not None else None
+        if key is None or e is None:
+            return None
+        try:
+            info = self.driver.stat(key)
+        except PathNotFound:
+            return None
+        return StoredManifest(e.name, key, info.mtime, info.size)
 
     def canonical(self, name: ModelName) -> ModelName:
-        """Adopt, part by part, the case of what already exists on disk (ollama's rule)."""
+        """Adopt, part by part, the case of what already exists (ollama's rule)."""
         host, ns, model, tag = name.host, name.namespace, name.model, name.tag
-        for stored in self:
-            s = stored.name
+        entries = self.index().entries
+        for key in sorted(entries):
+            s = entries[key].name
             if s.host.lower() != host.lower():
                 continue
             host = s.host
@@ -72,57 +228,99 @@ class ManifestStore:
         stored = self.find(name)
         if stored is None:
             raise ModelNotFound(f"model '{name.display_shortest()}' not found")
-        try:
-            return stored, stored.path.read_bytes()
-        except FileNotFoundError:
-            raise ModelNotFound(f"model '{name.display_shortest()}' not found") from None
+        raw = self.read_stored(stored)
+        if raw is None:
+            raise ModelNotFound(f"model '{name.display_shortest()}' not found")
+        return stored, raw
 
-    def write(self, name: ModelName, raw: bytes) -> Path:
-        """Atomically write `raw` as the manifest of `name` (replacing any other spelling)."""
-        existing = self.find(name)
-        target = existing.path if existing is not None else self.path(self.canonical(name))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    def read_stored(self, stored: StoredManifest) -> bytes | None:
+        """The bytes of a stored manifest (from the index while unchanged), None if gone."""
+        with self._lock:
+            index = self._index
+            e = index.entries.get(stored.key) if index is not None else None
+            if e is not None and e.raw is not None and (e.mtime, e.size) == (stored.mtime, stored.size):
+                return e.raw
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
-        return target
+            raw = self.driver.get_content(stored.key)
+        except PathNotFound:
+            return None
+        if len(raw) == stored.size and len(raw) <= MAX_CACHED_BYTES:
+            with self._lock:
+                index = self._index
+                e = index.entries.get(stored.key) if index is not None else None
+                if e is not None and (e.mtime, e.size) == (stored.mtime, stored.size):
+                    e.raw = raw
+        return raw
+
+    # -- listings --------------------------------------------------------------------
+
+    def repositories(self, host: str) -> list[tuple[str, str]]:
+        """(namespace, model) as spelled in storage, of every repository under `host`
+        (case-insensitive) with at least one tag, sorted."""
+        with self._lock:
+            groups = self.index().by_repo()
+            h = host.lower()
+            return sorted({(e.name.namespace, e.name.model) for key, es in groups.items() if key[0] == h for e in es})
+
+    def tags_of(self, host: str, namespace: str, model: str) -> list[StoredManifest]:
+        """The manifests of one repository (case-insensitive; the storage spelling that
+        sorts first when several exist), sorted by tag."""
+        want = (host.lower(), namespace.lower(), model.lower())
+        with self._lock:
+            found = list(self.index().by_repo().get(want, []))
+        if not found:
+            return []
+        exact = [e for e in found if (e.name.host, e.name.namespace, e.name.model) == (host, namespace, model)]
+        if exact:
+            found = exact
+        else:
+            first = min((e.name.host, e.name.namespace, e.name.model) for e in found)
+            found = [e for e in found if (e.name.host, e.name.namespace, e.name.model) == first]
+        return [StoredManifest(e.name, e.key, e.mtime, e.size) for e in sorted(found, key=lambda e: e.key)]
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self, name: ModelName, raw: bytes) -> StoredManifest:
+        """Atomically write `raw` as the manifest of `name` (replacing any other spelling)."""
+        with self._lock:
+            existing = self.find(name)
+            key = existing.key if existing is not None else manifest_key(self.canonical(name))
+            self.driver.put_content(key, raw)
+            info = self.driver.stat(key)
+            index = self.index()
+            stored_name = existing.name if existing is not None else ModelName.from_parts(
+                tuple(key.split("/")[1:])
+            )
+            assert stored_name is not None
+            index.add(_Entry(stored_name, key, info.mtime, info.size,
+                             raw if len(raw) <= MAX_CACHED_BYTES else None))
+            self._bump_generation(index)
+            return StoredManifest(stored_name, key, info.mtime, info.size)
 
     def delete(self, name: ModelName) -> StoredManifest:
-        stored = self.find(name)
-        if stored is None:
-            raise ModelNotFound(f"model '{name.display_shortest()}' not found")
-        stored.path.unlink(missing_ok=True)
-        self._prune_empty_dirs(stored.path.parent)
-        return stored
-
-    def _prune_empty_dirs(self, start: Path) -> None:
-        d = start
-        while d != self.dir and self.dir in d.parents:
+        with self._lock:
+            stored = self.find(name)
+            if stored is None:
+                raise ModelNotFound(f"model '{name.display_shortest()}' not found")
             try:
-                d.rmdir()
+                self.driver.delete(stored.key)
+            except PathNotFound:
+                pass
+            self._prune_empty_dirs(stored.key.rsplit("/", 1)[0])
+            index = self.index()
+            index.remove(stored.key)
+            self._bump_generation(index)
+            return stored
+
+    def _prune_empty_dirs(self, start: str) -> None:
+        """Remove directories left empty (local drivers only: object stores have none)."""
+        top = self.driver.local_path(MANIFESTS_DIR)
+        d = self.driver.local_path(start)
+        if top is None or d is None:
+            return
+        while d != top and top in d.parents:
+            try:
+                os.rmdir(d)
             except OSError:
                 return
             d = d.parent
-
-
-def _subdirs(d: Path) -> list[Path]:
-    try:
-        return sorted(p for p in d.iterdir() if p.is_dir() and not p.is_symlink())
-    except OSError:
-        return []
-
-
-def _files(d: Path) -> list[Path]:
-    try:
-        return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".tmp-"))
-    except OSError:
-        return []

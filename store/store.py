@@ -1,16 +1,22 @@
 """The store facade: blobs and manifests together, with the invariants that span both.
 
 No manifest is written unless every blob it references is present, and a blob is
-removed only when no manifest references it. Mutations take a store-wide lock
-(a thread lock plus an `flock` on the root directory, so another process sharing
-the directory waits too).
+removed only when no manifest references it. Mutations take a store-wide lock (a thread
+lock, plus an `flock` on the root directory on a local driver, so another process sharing
+the directory waits too). On a remote driver several processes coordinate through the GC
+grace period instead: a blob younger than it is never swept.
+
+Everything goes through one StorageDriver (store/driver.py): the filesystem driver over
+the models directory by default, or the memory or S3 driver (`--storage`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from store import formats
-from store.blobs import BlobStore
+from store.blobs import BlobStore, as_driver
+from store.cache import LocalCache
 from store.config import ModelConfig, ModelDetails, details_of, parse_config
 from store.digest import Digest
+from store.driver import StorageDriver
 from store.errors import InvalidManifest, ModelNotFound, StoreError
 from store.manifest import (
     MEDIA_TYPE_MODEL,
@@ -30,7 +38,7 @@ from store.manifest import (
     parse_manifest,
     referenced_blobs,
 )
-from store.manifests import ManifestStore
+from store.manifests import ManifestStore, StoredManifest
 from store.names import ModelName
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -49,7 +57,7 @@ class LocalModel:
     name: ModelName
     manifest: Manifest
     raw: bytes
-    path: Path
+    key: str
     modified_at: datetime
 
     @property
@@ -68,22 +76,54 @@ class LocalModel:
         return (layers[0].from_ or "") if layers else ""
 
 
+_DETAILS_CACHE = 4096
+
+
 class Store:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    """`root` is the models directory: the store itself with the default filesystem
+    driver, and the home of local scratch (pulls in progress, the blob cache) otherwise."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        driver: StorageDriver | None = None,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: int | None = None,
+    ) -> None:
+        if root is None and driver is None:
+            raise ValueError("a store needs a root directory or a driver")
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="corral-store-"))
         self.root = Path(root).expanduser()
-        self.blobs = BlobStore(self.root)
-        self.manifests = ManifestStore(self.root)
+        self.driver = driver if driver is not None else as_driver(self.root)
+        local = self.driver.local_path("blobs") is not None
+        cache = None
+        if not local:
+            cache = LocalCache(Path(cache_dir).expanduser() if cache_dir else self.root / "cache", cache_size)
+        self.blobs = BlobStore(self.driver, partial_root=self.root / "partial", cache=cache)
+        self.manifests = ManifestStore(self.driver)
         self._lock = threading.RLock()
+        self._details: OrderedDict[Digest, ModelDetails] = OrderedDict()
+
+    @property
+    def is_local(self) -> bool:
+        return self.blobs.is_local
 
     def ensure(self) -> None:
         self.blobs.ensure()
-        self.manifests.dir.mkdir(parents=True, exist_ok=True)
+        local = self.driver.local_path("manifests")
+        if local is not None:
+            local.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
     def mutation(self) -> Iterator[None]:
         """Serialise manifest writes, deletes and GC, across threads and processes."""
         self.ensure()
         with self._lock:
+            if not self.is_local:
+                yield
+                return
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -95,21 +135,29 @@ class Store:
 
     def get(self, name: ModelName) -> LocalModel:
         stored, raw = self.manifests.read(name)
+        return self._model(stored, raw)
+
+    @staticmethod
+    def _model(stored: StoredManifest, raw: bytes) -> LocalModel:
         try:
             manifest = parse_manifest(raw)
         except InvalidManifest as exc:
             raise InvalidManifest(f"{stored.name.display_shortest()}: {exc}") from None
-        mtime = stored.path.stat().st_mtime
         return LocalModel(
-            stored.name, manifest, raw, stored.path, datetime.fromtimestamp(mtime, UTC).astimezone()
+            stored.name, manifest, raw, stored.key,
+            datetime.fromtimestamp(stored.mtime, UTC).astimezone(),
         )
 
     def list(self) -> list[LocalModel]:
-        """Every readable model, newest first; unreadable manifests are skipped."""
+        """Every readable model, newest first; unreadable manifests are skipped. Served from
+        the manifest index: no walk of the tree, and no read of an unchanged manifest."""
         models = []
         for stored in self.manifests:
+            raw = self.manifests.read_stored(stored)
+            if raw is None:
+                continue
             try:
-                models.append(self.get(stored.name))
+                models.append(self._model(stored, raw))
             except (StoreError, OSError):
                 continue
         models.sort(key=lambda m: m.modified_at, reverse=True)
@@ -141,15 +189,31 @@ class Store:
         return self.blobs.path(digest)
 
     def details(self, model: LocalModel) -> ModelDetails:
-        return details_of(self.config(model), model.parent_model)
+        """The details of a model; cached by config digest and parent (blobs never change)."""
+        key = Digest.of_bytes(f"{model.manifest.config.digest}|{model.parent_model}".encode())
+        with self._lock:
+            hit = self._details.get(key)
+            if hit is not None:
+                self._details.move_to_end(key)
+                return hit
+        details = details_of(self.config(model), model.parent_model)
+        if self.blobs.exists(model.manifest.config.digest):
+            with self._lock:
+                self._details[key] = details
+                while len(self._details) > _DETAILS_CACHE:
+                    self._details.popitem(last=False)
+        return details
 
     def referenced(self) -> tuple[set[Digest], bool]:
         """Digests referenced by any manifest, and whether every manifest could be read."""
         refs: set[Digest] = set()
         complete = True
         for stored in self.manifests:
+            raw = self.manifests.read_stored(stored)
+            if raw is None:
+                continue  # deleted meanwhile
             try:
-                refs.update(referenced_blobs(stored.path.read_bytes()))
+                refs.update(referenced_blobs(raw))
             except (InvalidManifest, OSError):
                 complete = False
         return refs, complete

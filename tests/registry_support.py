@@ -34,6 +34,47 @@ def registry(models: Path, **settings: Any) -> Iterator[ThreadedServer]:
         yield srv
 
 
+# The storage drivers the registry integration tests run on.
+STORAGES = ("filesystem", "memory", "s3")
+
+
+def storage_spec(kind: str) -> str | None:
+    """The `--storage` value for a fresh store of `kind` (a new bucket for s3)."""
+    if kind == "s3":
+        from tests.s3_support import s3_url
+
+        return s3_url()
+    return {"filesystem": None, "memory": "memory://"}[kind]
+
+
+def stored_files(srv: ThreadedServer, prefix: str) -> dict[str, bytes]:
+    """Every committed file below `prefix` in the server's storage driver, with its bytes."""
+    driver = srv.store.driver
+    out: dict[str, bytes] = {}
+
+    def walk(path: str) -> None:
+        try:
+            children = driver.list(path)
+        except LookupError:
+            return
+        for child in children:
+            if driver.exists(child):
+                out[child] = driver.get_content(child)
+            else:
+                walk(child)
+
+    walk(prefix)
+    return out
+
+
+def stored_names(srv: ThreadedServer, prefix: str) -> list[str]:
+    """Names directly below `prefix` in the server's storage driver."""
+    try:
+        return [p.rsplit("/", 1)[1] for p in srv.store.driver.list(prefix)]
+    except LookupError:
+        return []
+
+
 def authorized_keys(path: Path, *entries: tuple[Ed25519PrivateKey, str]) -> Path:
     path.write_text("".join(f"ssh-ed25519 {ssh_wire_b64(k)} {ns}\n" for k, ns in entries))
     return path

@@ -49,6 +49,14 @@ class ThreadedServer:
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
 
+    @property
+    def store(self):  # noqa: ANN201 - store.store.Store
+        """The running server's store (whatever its storage driver)."""
+        from api.state import STORE
+
+        assert self._runner is not None
+        return self._runner.app[STORE]
+
     def __exit__(self, *exc: object) -> None:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
@@ -60,8 +68,10 @@ class ThreadedServer:
 class ServeProcess:
     """`corral serve` as a child process, for tests that kill it."""
 
-    def __init__(self, models: Path, port: int | None = None, extra_env: dict[str, str] | None = None):
+    def __init__(self, models: Path, port: int | None = None, extra_env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()):
         self.models = models
+        self.args = args
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = extra_env or {}
@@ -70,7 +80,7 @@ class ServeProcess:
     def start(self, timeout: float = 30) -> ServeProcess:
         env = {**os.environ, **self.extra_env}
         cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--models", str(self.models)]
+               "--port", str(self.port), "--models", str(self.models), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

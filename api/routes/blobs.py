@@ -28,6 +28,8 @@ async def head_blob(request: web.Request) -> web.Response:
     digest = _digest(request)
     store = request.app[STORE]
     exists = await asyncio.to_thread(store.blobs.exists, digest)
+    if exists:  # create will reference it without uploading: restart its GC grace period
+        await asyncio.to_thread(store.blobs.note_reuse, digest)
     return web.Response(status=200 if exists else 404)
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from api.auth import authorize_name
 from api.errors import bad_request, not_found
 from api.requests import parse_name, read_json
-from api.responses import json_response
+from api.responses import JSON_CONTENT_TYPE, json_response
 from api.schemas import CopyRequest, DeleteRequest, ListModel, ListResponse, ShowRequest
 from api.show import model_capabilities, show_json
 from api.state import STORE
@@ -19,7 +19,22 @@ from store.store import Store
 routes = web.RouteTableDef()
 
 
+_listed: dict[int, tuple[object, ListResponse]] = {}
+
+
 def _list(store: Store) -> ListResponse:
+    """The model list, rebuilt only when the manifest index changed (blobs, and so the
+    details read from config blobs, never change under a digest)."""
+    token = store.manifests.change_token()
+    hit = _listed.get(id(store))
+    if hit is not None and hit[0] == token:
+        return hit[1]
+    listed = _build_list(store)
+    _listed[id(store)] = (token, listed)
+    return listed
+
+
+def _build_list(store: Store) -> ListResponse:
     entries = []
     for m in store.list():
         short = m.name.display_shortest()
@@ -37,9 +52,24 @@ def _list(store: Store) -> ListResponse:
     return ListResponse(models=entries)
 
 
+_rendered: dict[int, tuple[object, bytes]] = {}
+
+
+def _tags_body(store: Store) -> bytes:
+    """The encoded /api/tags answer, re-encoded only when the manifest index changed."""
+    token = store.manifests.change_token()
+    hit = _rendered.get(id(store))
+    if hit is not None and hit[0] == token:
+        return hit[1]
+    body = bytes(json_response(_list(store)).body)  # type: ignore[arg-type]
+    _rendered[id(store)] = (token, body)
+    return body
+
+
 @routes.get("/api/tags")
 async def tags(request: web.Request) -> web.Response:
-    return json_response(await asyncio.to_thread(_list, request.app[STORE]))
+    body = await asyncio.to_thread(_tags_body, request.app[STORE])
+    return web.Response(body=body, headers={"Content-Type": JSON_CONTENT_TYPE})
 
 
 def _required(model: str, name: str) -> str:

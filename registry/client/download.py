@@ -73,8 +73,8 @@ from registry.client.partial import (
 )
 from registry.client.session import RegistrySession, read_error_text
 from registry.client.transport import Response, redact
-from store.blobs import fsync_dir
-from store.digest import Digest, blob_path
+from store.blobs import BlobStore
+from store.digest import Digest
 
 log = logging.getLogger("corral.pull")
 T = TypeVar("T")
@@ -134,21 +134,21 @@ def _try_lock(path: Path) -> int | None:
 class BlobDownload:
     def __init__(
         self,
-        root: Path,
+        blobs: BlobStore,
         digest: Digest,
         size: int,
         session: RegistrySession,
         options: TransferOptions,
         slots: asyncio.Semaphore,
     ) -> None:
-        self.root = root
+        self.blobs = blobs
+        self.root = blobs.partial_root
         self.digest = digest
         self.total = size
         self.session = session
         self.options = options
         self.slots = slots
-        self.final = blob_path(root, digest)
-        self.data_path = partial_path(root, digest)
+        self.data_path = partial_path(self.root, digest)
         self.completed = 0
         self.stats = _Stats()
         self.parts: list[Part] = []
@@ -166,7 +166,7 @@ class BlobDownload:
         self._inline_end = 0
         self._inline_bytes = 0
         self._saved_at: dict[int, float] = {}
-        self._states = StateFiles(root, digest)
+        self._states = StateFiles(self.root, digest)
         # In-flight request per active part: (absolute end of its Range, when it was sent,
         # where it started). Steals split beyond this end, so no byte already asked for is
         # wasted; only a stream that crawls may lose the rest of its window.
@@ -181,13 +181,13 @@ class BlobDownload:
     # -- the whole life ---------------------------------------------------------------
 
     async def run(self) -> None:
-        await asyncio.to_thread(self.final.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.data_path.parent.mkdir, parents=True, exist_ok=True)
         fd = await self._lock()
         if fd is None:
             return  # another process finished it while we waited
         self._fd = fd
         try:
-            if await asyncio.to_thread(self.final.exists):
+            if await asyncio.to_thread(self.blobs.exists, self.digest):
                 await asyncio.to_thread(self._discard)
                 self.completed = self.total
                 return
@@ -245,7 +245,7 @@ class BlobDownload:
             fd = await asyncio.to_thread(_try_lock, self.data_path)
             if fd is not None:
                 return fd
-            if await asyncio.to_thread(self.final.exists):
+            if await asyncio.to_thread(self.blobs.exists, self.digest):
                 self.completed = self.total
                 return None
             # Another process is pulling this blob: show its progress while we wait.
@@ -268,7 +268,7 @@ class BlobDownload:
         self.completed = sum(p.completed for p in parts)
         self.stats.resumed_bytes = self.completed
         needed = self.total - self.completed
-        free = shutil.disk_usage(self.final.parent).free
+        free = shutil.disk_usage(self.data_path.parent).free
         if needed > free:
             raise InsufficientSpace(
                 f"not enough free disk space to pull {self.digest.short}: "
@@ -296,8 +296,7 @@ class BlobDownload:
     def _commit(self) -> None:
         os.fsync(self._fd)
         os.fchmod(self._fd, 0o644)
-        os.replace(self.data_path, self.final)
-        fsync_dir(self.final.parent)
+        self.blobs.publish_partial(self.digest, self.data_path, self.digest)
         self._states.close()
         remove_states(self.root, self.digest)
 
@@ -891,7 +890,7 @@ MAX_BLOBS_AT_ONCE = 4
 
 
 class DownloadManager:
-    """In-flight downloads of one event loop, keyed by (store root, digest)."""
+    """In-flight downloads of one event loop, keyed by (local partial directory, digest)."""
 
     def __init__(self, max_connections: int, max_blobs: int = MAX_BLOBS_AT_ONCE) -> None:
         self.slots = asyncio.Semaphore(max_connections)
@@ -900,16 +899,16 @@ class DownloadManager:
 
     def acquire(
         self,
-        root: Path,
+        blobs: BlobStore,
         digest: Digest,
         size: int,
         session: RegistrySession,
         options: TransferOptions,
     ) -> DownloadHandle:
-        key = (str(root.resolve()), digest)
+        key = (str(blobs.partial_root.resolve()), digest)
         entry = self._entries.get(key)
         if entry is None or entry.task.done():
-            download = BlobDownload(root, digest, size, session, options, self.slots)
+            download = BlobDownload(blobs, digest, size, session, options, self.slots)
             task = asyncio.create_task(self._run(download), name=f"pull {digest.short}")
             entry = _Entry(download, task)
             self._entries[key] = entry

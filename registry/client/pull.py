@@ -68,8 +68,9 @@ def check_space(store: Store, missing: list[Layer]) -> None:
     """Refuse up front a pull that cannot fit (what partial downloads already hold counts)."""
     needed = 0
     for layer in missing:
-        parts, _ = load_parts(store.root, layer.digest, layer.size, layer.size)
+        parts, _ = load_parts(store.blobs.partial_root, layer.digest, layer.size, layer.size)
         needed += layer.size - sum(p.completed for p in parts)
+    store.blobs.ensure()
     free = shutil.disk_usage(store.blobs.dir).free
     if needed > free:
         raise InsufficientSpace(
@@ -146,7 +147,7 @@ async def pull(
                 missing.append(layer)
         await asyncio.to_thread(check_space, store, missing)
         for layer in missing:
-            handles.append(downloads.acquire(store.root, layer.digest, layer.size, session, opts))
+            handles.append(downloads.acquire(store.blobs, layer.digest, layer.size, session, opts))
         for event in present:
             yield event
         async for event in _watch(handles, opts.progress_interval):

@@ -27,7 +27,6 @@ from registry.server.errors import (
 from registry.server.repository import LINKS
 from registry.server.state import REGISTRY, RegistryConfig, RegistryState, default_registry_host
 from store.driver import PathNotFound, StorageDriver
-from store.drivers import FilesystemDriver
 from store.store import Store
 
 log = logging.getLogger("corral.registry")
@@ -144,6 +143,7 @@ def config_from(settings: Any) -> RegistryConfig:
         anonymous_push=bool(getattr(settings, "anonymous_push", False)),
         private=bool(getattr(settings, "private", False)),
         trust_proxy=bool(getattr(settings, "trust_proxy", False)),
+        redirect_blobs=bool(getattr(settings, "redirect_blobs", False)),
     )
 
 
@@ -158,6 +158,9 @@ def purge(state: RegistryState, now: float | None = None) -> tuple[list[str], in
     """Remove abandoned uploads and stale repository links; returns what went."""
     now = time.time() if now is None else now
     removed = state.uploads.purge(now)
+    purge_nonces = getattr(state.nonce_cache, "purge", None)
+    if purge_nonces is not None:
+        purge_nonces(now)
     links = 0
     try:
         for ns in state.driver.list(LINKS):
@@ -177,7 +180,7 @@ def setup_registry(
 ) -> RegistryState:
     """Mount /v2 on the main application and schedule the upload purge."""
     config = config_from(settings)
-    state = RegistryState(config, store, driver or FilesystemDriver(store.root))
+    state = RegistryState(config, store, driver or store.driver)
     app[REGISTRY] = state
     app.router.add_route("*", "/v2", _bare_v2)
     app.add_subapp("/v2", create_registry_app(state))

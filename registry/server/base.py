@@ -31,7 +31,7 @@ from registry.server.errors import (
 )
 from registry.server.state import REGISTRY, RegistryState
 from registry.throttle import ByteRate
-from store.digest import Digest, blob_path
+from store.digest import Digest, blob_key  # noqa: F401 - handlers import it from here
 from store.errors import InvalidDigest
 from store.names import DEFAULT_NAMESPACE, is_valid_part
 
@@ -159,11 +159,6 @@ def parse_reference(text: str) -> tuple[str | None, Digest | None]:
 
 def parse_upload_id(text: str) -> str | None:
     return text if _UPLOAD_ID_RE.fullmatch(text) else None
-
-
-def blob_key(digest: Digest) -> str:
-    """The driver path of a blob, from the one digest-to-path function."""
-    return blob_path("", digest).as_posix()
 
 
 # --- URLs --------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ HEAD answers itself with `Content-Length` and `Docker-Content-Digest` (never a r
 ollama sizes its download plan from that header). GET answers 200 with the bytes, by
 sendfile, and a `Location` header pointing at this same URL: ollama's client resolves the
 URL to fetch parts from with a GET and fails with "no Location header" on a plain 200
-(spec c.1 d). A driver with a redirect URL (an object store) gets a 307 there instead.
+(spec c.1 d). With `--redirect-blobs` and a driver with redirect URLs (an object store),
+GET answers 307 to a short-lived pre-signed URL instead (it carries its own credentials,
+and the object store honours Range), so the bytes never pass through the registry.
 Range requests get 206, unsatisfiable ones 416.
 
 A blob is served only through a repository of the registry host that owns it: one of
@@ -99,9 +101,7 @@ async def try_mount(
 
 
 def _touch(state: RegistryState, digest: Digest) -> None:
-    from registry.server.uploads import touch
-
-    touch(state.driver, blob_key(digest))
+    state.store.blobs.touch(digest)
 
 
 _BIG_BODY = 8 * 1024 * 1024
@@ -176,6 +176,9 @@ async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.
     }
     if request.method == "HEAD":
         size = await repository.blob_size(digest, check_member=grant is None)
+        # A pusher that finds the blob here skips its upload and will reference it from
+        # a manifest: the GC grace period restarts (the "skipped after HEAD" case).
+        await asyncio.to_thread(state.store.blobs.note_reuse, digest)
         headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
     body = await repository.blob(digest, check_member=grant is None)

@@ -248,7 +248,7 @@ class Mirror:
         store = self.state.store
         store.ensure()
         session = self._session(upstream, name)
-        handle = manager(self.options).acquire(store.root, digest, size, session, self.options)
+        handle = manager(self.options).acquire(store.blobs, digest, size, session, self.options)
         entry = _Live(handle, size)
         self._live[digest] = entry
 
@@ -307,7 +307,7 @@ class Mirror:
         self.relays += 1
         download = entry.handle.download
         task = entry.handle.task
-        paths = (download.data_path, blob_path(self.state.store.root, digest))
+        paths = (download.data_path, blob_path(self.state.store.blobs.partial_root, digest))
         f: BinaryIO | None = None
         pos, end = first, last + 1
         parts = None  # the download's part list when we first sent bytes from it

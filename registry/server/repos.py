@@ -2,7 +2,8 @@
 
 `manifests/<registry host>/<namespace>/<model>/<tag>` is a repository's tag; names match
 case-insensitively and keep the spelling already on disk, as everywhere in the store.
-Paths come only from `ManifestStore.path` applied to validated names.
+Keys come only from `ManifestStore.key` applied to validated names, and listings from the
+manifest store's index (no walk of the tree per request).
 
 A manifest pushed by digest, with no tag, is kept under the tag `sha256-<hex>` (a valid
 tag, so the store, GC and `/api/tags` see it like any other); tag lists leave those out.
@@ -11,14 +12,13 @@ tag, so the store, GC and `/api/tags` see it like any other); tag lists leave th
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 from store.digest import Digest
+from store.driver import PathNotFound, StorageDriver
 from store.names import ModelName
 from store.store import Store
 
@@ -43,8 +43,13 @@ class ManifestMeta:
 
 @dataclass(frozen=True, slots=True)
 class TagFile:
-    name: ModelName  # as spelled on disk
-    path: Path
+    name: ModelName  # as spelled in storage
+    key: str  # its manifest key in the storage driver
+    driver: StorageDriver | None = None  # where to read it from
+
+    def read(self) -> bytes:
+        assert self.driver is not None
+        return self.driver.get_content(self.key)
 
 
 def _media_type(raw: bytes) -> tuple[str, frozenset[Digest]]:
@@ -67,67 +72,44 @@ def _media_type(raw: bytes) -> tuple[str, frozenset[Digest]]:
 
 
 class Repos:
+    """The registry's view of the manifest store: everything goes through ManifestStore
+    (its index answers listings) and the store's driver (stat and read of one key)."""
+
     def __init__(self, store: Store, host: str) -> None:
         self.store = store
         self.host = host
-        self._cache: OrderedDict[str, tuple[tuple[int, int, int], ManifestMeta]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[tuple[float, int], ManifestMeta]] = OrderedDict()
         self._lock = threading.Lock()
+        self._catalog: tuple[object, list[str]] | None = None
 
     # --- locating ------------------------------------------------------------------------
 
     def name(self, namespace: str, model: str, tag: str = _PLACEHOLDER_TAG) -> ModelName:
         return ModelName(self.host, namespace, model, tag)
 
-    def _dir(self, name: ModelName) -> Path:
-        return self.store.manifests.path(name.with_tag(_PLACEHOLDER_TAG)).parent
+    def key(self, name: ModelName) -> str:
+        return self.store.manifests.key(name)
 
     def resolve(self, namespace: str, model: str) -> ModelName | None:
-        """The repository as spelled on disk (tag placeholder), or None if it has no dir."""
-        exact = self.name(namespace, model)
-        if self._dir(exact).is_dir():
-            return exact
-        root = self.store.manifests.dir
-        for host in _subdirs(root, self.host):
-            for ns in _subdirs(root / host, namespace):
-                for mdl in _subdirs(root / host / ns, model):
-                    candidate = ModelName(host, ns, mdl, _PLACEHOLDER_TAG)
-                    if candidate.is_valid:
-                        return candidate
-        return None
+        """The repository as spelled in storage (tag placeholder), or None if it has no tag."""
+        found = self.store.manifests.tags_of(self.host, namespace, model)
+        return found[0].name.with_tag(_PLACEHOLDER_TAG) if found else None
 
     def tag_files(self, repo: ModelName) -> list[TagFile]:
-        d = self._dir(repo)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        out = []
-        for e in entries:
-            if e.name.startswith(".") or not e.is_file(follow_symlinks=False):
-                continue
-            name = ModelName.from_parts((repo.host, repo.namespace, repo.model, e.name))
-            if name is not None:
-                out.append(TagFile(name, Path(e.path)))
-        return out
+        return [
+            TagFile(s.name, s.key, self.store.driver)
+            for s in self.store.manifests.tags_of(repo.host, repo.namespace, repo.model)
+        ]
 
     def find_tag(self, namespace: str, model: str, tag: str) -> TagFile | None:
-        exact = self.name(namespace, model, tag)
-        path = self.store.manifests.path(exact)
-        if path.is_file():
-            return TagFile(exact, path)
-        repo = self.resolve(namespace, model)
-        if repo is None:
-            return None
-        for f in self.tag_files(repo):
-            if f.name.tag.lower() == tag.lower():
-                return f
-        return None
+        stored = self.store.manifests.find(self.name(namespace, model, tag))
+        return TagFile(stored.name, stored.key, self.store.driver) if stored is not None else None
 
     def find_digest(self, repo: ModelName, digest: Digest) -> list[TagFile]:
         """Every tag of `repo` whose manifest bytes hash to `digest`."""
         out = []
         for f in self.tag_files(repo):
-            meta = self.meta(f.path)
+            meta = self.meta(f.key)
             if meta is not None and meta.digest == digest:
                 out.append(f)
         return out
@@ -138,42 +120,43 @@ class Repos:
         )
 
     def catalog(self) -> list[str]:
-        """Every `<namespace>/<model>` under the registry host that has at least one tag."""
-        root = self.store.manifests.dir
-        out: set[str] = set()
-        for host in _subdirs(root, self.host):
-            for ns in _subdirs(root / host):
-                for mdl in _subdirs(root / host / ns):
-                    repo = ModelName(host, ns, mdl, _PLACEHOLDER_TAG)
-                    if repo.is_valid and self.tag_files(repo):
-                        out.add(f"{ns}/{mdl}")
-        return sorted(out)
+        """Every `<namespace>/<model>` under the registry host that has at least one tag
+        (computed once per change of the manifest index)."""
+        token = self.store.manifests.change_token()
+        cached = self._catalog
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        names = sorted({f"{ns}/{model}" for ns, model in self.store.manifests.repositories(self.host)})
+        self._catalog = (token, names)
+        return names
 
     # --- reading -------------------------------------------------------------------------
 
-    def meta(self, path: Path) -> ManifestMeta | None:
-        """Digest, media type and blobs of the manifest at `path`, cached by its stat."""
-        key = str(path)
+    def meta(self, key: str) -> ManifestMeta | None:
+        """Digest, media type and blobs of the manifest at `key`, cached by its stat."""
+        driver = self.store.driver
         try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
+            info = driver.stat(key)
+        except PathNotFound:
             return None
-        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if info.is_dir:
+            return None
+        sig = (info.mtime, info.size)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[0] == sig:
                 self._cache.move_to_end(key)
                 return hit[1]
         try:
-            raw = path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+            raw = driver.get_content(key)
+        except PathNotFound:
             return None
         media_type, blobs = _media_type(raw)
         meta = ManifestMeta(
             Digest.of_bytes(raw), media_type, blobs, len(raw),
             raw if len(raw) <= _CACHE_RAW_BYTES else None,
         )
-        if len(raw) == st.st_size:  # else it changed while we read; don't cache
+        if len(raw) == info.size:  # else it changed while we read; don't cache
             with self._lock:
                 self._cache[key] = (sig, meta)
                 while len(self._cache) > _CACHE_ENTRIES:
@@ -183,20 +166,7 @@ class Repos:
     def references(self, repo: ModelName, digest: Digest) -> bool:
         """Whether any manifest of `repo` references blob `digest`."""
         for f in self.tag_files(repo):
-            meta = self.meta(f.path)
+            meta = self.meta(f.key)
             if meta is not None and digest in meta.blobs:
                 return True
         return False
-
-
-def _subdirs(d: Path, match: str | None = None) -> list[str]:
-    """Names of the subdirectories of `d`, only those equal to `match` ignoring case if given."""
-    try:
-        entries = list(os.scandir(d))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    names = [e.name for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
-    if match is not None:
-        names = [n for n in names if n.lower() == match.lower()]
-        names.sort(key=lambda n: (n != match, n))
-    return sorted(names) if match is None else names

@@ -79,14 +79,14 @@ class ServedManifest:
     digest: Digest
     media_type: str
     size: int
-    raw: bytes | None  # None: read it from `path` when the body is needed
-    path: Path | None = None
+    raw: bytes | None  # None: read it from `tag` when the body is needed
+    tag: TagFile | None = None
 
     async def read(self) -> bytes:
         if self.raw is not None:
             return self.raw
-        assert self.path is not None
-        return await asyncio.to_thread(self.path.read_bytes)
+        assert self.tag is not None
+        return await asyncio.to_thread(self.tag.read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +191,9 @@ class LocalRepository:
             return None
         repos = self.state.repos
         name = repos.name(self.name.namespace, self.name.model, tag)
-        path = self.state.store.manifests.path(name)
-        meta = repos.meta(path)
-        return FoundManifest(TagFile(name, path), meta) if meta is not None else None
+        key = repos.key(name)
+        meta = repos.meta(key)
+        return FoundManifest(TagFile(name, key, self.state.store.driver), meta) if meta is not None else None
 
     def find(self, reference: str) -> FoundManifest | None:
         """A stored manifest by tag (any spelling) or digest; None if there is none."""
@@ -201,13 +201,13 @@ class LocalRepository:
         tag, digest = self._read_reference(reference)
         if tag is not None:
             found = repos.find_tag(self.name.namespace, self.name.model, tag)
-            meta = repos.meta(found.path) if found is not None else None
+            meta = repos.meta(found.key) if found is not None else None
             return FoundManifest(found, meta) if found is not None and meta is not None else None
         assert digest is not None
         resolved = repos.resolve(self.name.namespace, self.name.model)
         if resolved is not None:
             for f in repos.find_digest(resolved, digest):
-                meta = repos.meta(f.path)
+                meta = repos.meta(f.key)
                 if meta is not None:
                     return FoundManifest(f, meta)
         return None
@@ -318,11 +318,11 @@ class LocalRepository:
                 return []
             out: dict[Digest, dict[str, Any]] = {}
             for f in repos.tag_files(resolved):
-                meta = repos.meta(f.path)
+                meta = repos.meta(f.key)
                 if meta is None or meta.digest in out:
                     continue
                 try:
-                    raw = meta.raw if meta.raw is not None else f.path.read_bytes()
+                    raw = meta.raw if meta.raw is not None else f.read()
                     data = json.loads(raw)
                 except (OSError, ValueError, RecursionError):
                     continue
@@ -403,7 +403,10 @@ class LocalRepository:
         """Where to read the blob from (see `BlobBody`), or BLOB_UNKNOWN."""
         size = await self._stored_size(digest, check_member=check_member)
         key = blob_key(digest)
-        redirect = await self._io(self.state.driver.redirect_url, key)
+        redirect = (
+            await asyncio.to_thread(self.state.driver.redirect_url, key, expires_in=self.state.config.redirect_expiry_s)
+            if self.state.config.redirect_blobs else None
+        )
         if redirect is not None:
             return BlobBody(size, redirect=redirect)
         local = self.state.driver.local_path(key)
@@ -452,7 +455,7 @@ class LocalRepository:
 
 def served(found: FoundManifest) -> ServedManifest:
     meta = found.meta
-    return ServedManifest(meta.digest, meta.media_type, meta.size, meta.raw, found.tag.path)
+    return ServedManifest(meta.digest, meta.media_type, meta.size, meta.raw, found.tag)
 
 
 Repository = LocalRepository

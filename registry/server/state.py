@@ -51,6 +51,8 @@ class RegistryConfig:
     link_ttl_s: float = 24 * 3600
     purge_interval_s: float = 60
     max_page: int = 1000
+    redirect_blobs: bool = False
+    redirect_expiry_s: int = 300
 
     def __post_init__(self) -> None:
         if not is_valid_part("host", self.host):
@@ -98,7 +100,9 @@ class RegistryState:
         self.driver = driver
         self._issuer = issuer
         self._issuer_lock = threading.Lock()
-        self.nonce_cache = nonce_cache or NonceCache()
+        from registry.server.nonces import SharedNonceCache
+
+        self.nonce_cache: NonceCache | SharedNonceCache = nonce_cache or SharedNonceCache(driver)
         self.keys_file = (
             AuthorizedKeysFile(config.authorized_keys) if config.authorized_keys else None
         )
@@ -106,7 +110,7 @@ class RegistryState:
         # Set by `registry.server.mirror.setup_mirror`: a function giving the repository
         # object for a name (a mirroring one for names the mirror serves).
         self.repository_factory: Callable[[RepoName], LocalRepository] | None = None
-        self.uploads = UploadSessions(driver, config.upload_idle_s)
+        self.uploads = UploadSessions(store.blobs, config.upload_idle_s)
         # Local drivers answer stat() in microseconds: call them on the event loop.
         self.inline_io = driver.local_path("blobs") is not None
         # Operations limits, set by the server when configured (README "Limits").
@@ -147,8 +151,12 @@ def load_or_create_secret(driver: StorageDriver) -> bytes:
     data = secrets.token_bytes(32)
     local = driver.local_path(SECRET_FILE)
     if local is None:
-        driver.put_content(SECRET_FILE, data)
-        return data
+        create = getattr(driver, "put_if_absent", None)
+        if create is None:
+            driver.put_content(SECRET_FILE, data)
+            return data
+        create(SECRET_FILE, data)  # replicas race here: the first secret written wins
+        return driver.get_content(SECRET_FILE, limit=1024)
     local.parent.mkdir(parents=True, exist_ok=True)
     # Write a private temp file, then link it into place: the link either publishes a
     # complete secret or fails because another worker already published one.

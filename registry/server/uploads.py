@@ -9,9 +9,10 @@ Each request that appends takes the driver's single-writer lock for the session,
 request that fails half-way truncates back, so a session is always at a chunk boundary
 and a client may retry the same chunk. The SHA-256 state of a session is kept in memory
 as bytes arrive; a commit that finds none (another worker took the chunks, or we
-restarted) re-reads the data once. A commit moves the data to `blobs/sha256-<hex>` only
-after the digest matches, so the blob store never holds unverified bytes, and the blob GC
-(which only looks in `blobs/`) cannot touch an upload. Sessions idle for longer than
+restarted) re-reads the data once. A commit hands the data to the store's one publish
+operation (`BlobStore.publish`), which moves it to `blobs/sha256-<hex>` only after the
+digest matches, so the blob store never holds unverified bytes, and the blob GC (which
+only looks in `blobs/`) cannot touch an upload. Sessions idle for longer than
 `upload_idle_s` are purged by `UploadSessions.purge`.
 
 IDs are random UUIDs (122 bits from os.urandom): unguessable, and bound to their
@@ -23,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import re
+import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -42,7 +44,6 @@ from registry.server.base import (
     BodyIncomplete,
     BodyTooLong,
     RepoName,
-    blob_key,
     has_body,
     parse_digest,
     parse_upload_id,
@@ -63,8 +64,10 @@ from registry.server.errors import (
 )
 from registry.server.wire import UploadInfo
 from registry.throttle import ByteRate
+from store.blobs import BlobStore
 from store.digest import Digest
 from store.driver import PathNotFound, StorageDriver, WriterBusy
+from store.errors import DigestMismatch as StoreDigestMismatch
 
 log = logging.getLogger("corral.registry")
 
@@ -103,9 +106,12 @@ class TooManySessions(Exception):
 class UploadSessions:
     """Upload sessions in a storage driver (see the module docstring)."""
 
-    def __init__(self, driver: StorageDriver, idle_s: float, *, per_key: int = MAX_SESSIONS_PER_KEY,
-                 per_peer: int = MAX_SESSIONS_PER_PEER) -> None:
-        self.driver = driver
+    def __init__(self, blobs: BlobStore | StorageDriver, idle_s: float, *,
+                 per_key: int = MAX_SESSIONS_PER_KEY, per_peer: int = MAX_SESSIONS_PER_PEER) -> None:
+        if isinstance(blobs, StorageDriver):  # sessions on a bare driver publish into its blobs/
+            blobs = BlobStore(blobs, partial_root=Path(tempfile.gettempdir()))
+        self.blobs = blobs
+        self.driver = blobs.driver
         self.idle_s = idle_s
         self.per_key = per_key
         self.per_peer = per_peer
@@ -258,23 +264,13 @@ class UploadSessions:
                     sha.update(chunk)
             h = _Hash(size, sha)
         actual = Digest(f"sha256:{h.sha.hexdigest()}")
-        if actual != expected:
+        try:
+            created = self.blobs.publish(data, expected, verified=actual)
+        except StoreDigestMismatch:
             self.discard(upload_id)
-            raise DigestMismatch(expected, actual)
-        created = self.publish(data, actual)
+            raise DigestMismatch(expected, actual) from None
         self.discard(upload_id)
         return actual, created
-
-    def publish(self, data: str, digest: Digest) -> bool:
-        """Move verified bytes at `data` to the blob path; False if the blob was there."""
-        target = blob_key(digest)
-        if self.driver.exists(target):
-            self.driver.delete(data)
-            touch(self.driver, target)
-            return False
-        self.driver.move(data, target)
-        touch(self.driver, target)  # the GC grace period counts from now, not the last PATCH
-        return True
 
     def discard(self, upload_id: str) -> bool:
         self.forget(upload_id)
@@ -330,16 +326,6 @@ class UploadSessions:
             if self.discard(upload_id):
                 removed.append(upload_id)
         return removed
-
-
-def touch(driver: StorageDriver, path: str) -> None:
-    """Refresh a blob's mtime, so the GC grace period restarts for a blob just re-used."""
-    local = driver.local_path(path)
-    if local is not None:
-        try:
-            os.utime(local)
-        except OSError:
-            pass
 
 
 class RangeMismatch(Exception):

@@ -91,6 +91,35 @@ class MemoryDriver(StorageDriver):
                 raise PathNotFound(src)
             self._files[dst] = self._files.pop(src)
 
+    def list_staged(self, path: str) -> list[FileInfo]:
+        validate_path(path, allow_root=True)
+        prefix = path + "/" if path else ""
+        with self._lock:
+            return [
+                FileInfo(p, len(buf), mtime)
+                for p, (buf, mtime) in sorted(self._staged.items())
+                if p.startswith(prefix) and "/" not in p[len(prefix) :]
+            ]
+
+    def writer_alive(self, path: str) -> bool | None:
+        validate_path(path)
+        with self._lock:
+            return path in self._held
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        validate_path(path)
+        with self._lock:
+            if path in self._files:
+                return False
+            self._files[path] = (bytes(data), time.time())
+            return True
+
+    def touch(self, path: str) -> None:
+        validate_path(path)
+        with self._lock:
+            if path in self._files:
+                self._files[path] = (self._files[path][0], time.time())
+
     def delete(self, path: str) -> None:
         validate_path(path)
         with self._lock:

@@ -9,6 +9,7 @@ store as it was (an uploaded blob that turns out to be a hostile GGUF is removed
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,7 +287,7 @@ def _quantize(
     progress(f"quantizing {gguf.details(header)['quantization_level']} model to {qtype.upper()}")
     store.blobs.ensure()
     with store.blobs.begin() as ingest:
-        out = ingest.temp_path.with_name(ingest.temp_path.name + ".gguf")
+        out = store.blobs.dir / f"quantize-{uuid.uuid4().hex}.gguf"
         try:
             quantizer(store.blobs.path(source.digest), qtype, out)
             with out.open("rb") as f:

@@ -19,6 +19,7 @@ from store.errors import ModelNotFound
 from store.names import ModelName
 from store.store import Store
 from tests.registries import big_bytes, make_model
+from tests.registry_support import STORAGES, storage_spec
 from tests.servers import ThreadedServer, free_port
 
 pytest.importorskip("registry.server")
@@ -36,53 +37,61 @@ def key(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def registry_b(tmp_path, key):
+def storage(request) -> str:
+    """The storage driver of both servers: filesystem unless a test parametrizes it."""
+    return getattr(request, "param", "filesystem")
+
+
+@pytest.fixture
+def registry_b(tmp_path, key, storage):
     keys = tmp_path / "authorized_keys"
     keys.write_text(f"{public_line(key)} alice\n")
     port = free_port()
     settings = Settings(models=tmp_path / "b", host="127.0.0.1", port=port,
-                        authorized_keys=keys, private=True)
+                        authorized_keys=keys, private=True, storage=storage_spec(storage))
     with ThreadedServer(settings) as srv:
         srv.host = f"127.0.0.1:{port}"
         yield srv
 
 
 @pytest.fixture
-def corral_a(tmp_path, key):
-    settings = Settings(models=tmp_path / "a", host="127.0.0.1", port=free_port())
+def corral_a(tmp_path, key, storage):
+    settings = Settings(models=tmp_path / "a", host="127.0.0.1", port=free_port(),
+                        storage=storage_spec(storage))
     with ThreadedServer(settings) as srv:
         yield srv
 
 
-def _put_local(root: Path, name: str, weights: bytes):
+def _put_local(root: Path | Store, name: str, weights: bytes):
     model = make_model(weights)
-    store = Store(root)
+    store = root if isinstance(root, Store) else Store(root)
     for data in model.blobs.values():
         store.blobs.put_bytes(data)
     store.put_manifest(ModelName.parse(name), model.manifest)
     return model
 
 
-def test_push_then_pull_between_corrals(tmp_path, key, registry_b, corral_a):
+@pytest.mark.parametrize("storage", STORAGES, indirect=True)
+def test_push_then_pull_between_corrals(tmp_path, key, registry_b, corral_a, storage):
     name = f"{registry_b.host}/alice/mario:latest"
-    model = _put_local(tmp_path / "a", name, big_bytes(3 * 1024 * 1024 + 5, seed=21))
+    model = _put_local(corral_a.store, name, big_bytes(3 * 1024 * 1024 + 5, seed=21))
 
     r = httpx.post(corral_a.url + "/api/push", json={"model": name, "insecure": True}, timeout=120)
     out = lines(r)
     assert out[-1] == {"status": "success"}, out[-3:]
-    b = Store(tmp_path / "b")
+    b = registry_b.store
     for digest, data in model.blobs.items():
-        assert b.blobs.path(Digest(digest)).read_bytes() == data
+        assert b.blobs.read_bytes(Digest(digest)) == data
     assert b.get(ModelName.parse(name)).raw == model.manifest
 
     # Pull it back into a fresh place through A (the blobs are gone from A's store first).
     httpx.request("DELETE", corral_a.url + "/api/delete", json={"model": name}).raise_for_status()
     r = httpx.post(corral_a.url + "/api/pull", json={"model": name, "insecure": True}, timeout=120)
     assert lines(r)[-1] == {"status": "success"}, lines(r)[-3:]
-    a = Store(tmp_path / "a")
+    a = corral_a.store
     assert a.get(ModelName.parse(name)).raw == model.manifest
     for digest, data in model.blobs.items():
-        assert a.blobs.path(Digest(digest)).read_bytes() == data
+        assert a.blobs.read_bytes(Digest(digest)) == data
 
 
 def test_unknown_key_is_refused(tmp_path, registry_b, corral_a, monkeypatch):

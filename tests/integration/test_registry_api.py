@@ -16,21 +16,35 @@ import pytest
 
 from registry.server.uploads import UPLOADS
 from store.gc import collect
-from store.store import Store
 from tests.registry_support import (
     DOCKER_MANIFEST,
     OCI_MANIFEST,
+    STORAGES,
     digest_of,
-    files_under,
     listed_models,
     oci_error,
     raw_request,
     registry,
+    storage_spec,
+    stored_files,
+    stored_names,
 )
+
+# Every test runs on the filesystem and memory drivers; those marked ON_EVERY_DRIVER on S3
+# (moto) too: the representative blob, upload and manifest paths, to keep the suite short.
+ON_EVERY_DRIVER = pytest.mark.parametrize("srv", STORAGES, indirect=True)
+
+
+@pytest.fixture(params=("filesystem", "memory"))
+def srv(request, tmp_path):
+    with registry(tmp_path / "models", anonymous_push=True, storage=storage_spec(request.param)) as server:
+        server.models = tmp_path / "models"
+        yield server
 
 
 @pytest.fixture
-def srv(tmp_path):
+def fs_srv(tmp_path):
+    """For the tests about the files themselves (ages, ollama's layout on disk)."""
     with registry(tmp_path / "models", anonymous_push=True) as server:
         server.models = tmp_path / "models"
         yield server
@@ -94,6 +108,7 @@ def test_unknown_paths_and_methods_get_oci_errors(srv):
 # --- blobs --------------------------------------------------------------------------------
 
 
+@ON_EVERY_DRIVER
 def test_blob_head_get_range(srv):
     data = os.urandom(100_000)
     d = push_blob(srv, data)
@@ -147,6 +162,7 @@ def _start(c: httpx.Client, repo: str = "alice/mario") -> str:
     return r.headers["location"]
 
 
+@ON_EVERY_DRIVER
 def test_chunked_upload_with_and_without_bytes_prefix(srv):
     data = os.urandom(3000)
     d = digest_of(data)
@@ -168,7 +184,7 @@ def test_chunked_upload_with_and_without_bytes_prefix(srv):
         assert c.get(f"/v2/alice/mario/blobs/{d}").content == data
         # The session is gone after the commit.
         assert c.get(loc).status_code == 404
-    assert not list((srv.models / UPLOADS).iterdir())
+    assert not stored_names(srv, UPLOADS)
 
 
 def test_streamed_patch_without_content_range_and_final_chunk_in_put(srv):
@@ -182,6 +198,7 @@ def test_streamed_patch_without_content_range_and_final_chunk_in_put(srv):
         assert c.get(f"/v2/alice/mario/blobs/{digest_of(data)}").content == data
 
 
+@ON_EVERY_DRIVER
 def test_patch_at_the_wrong_offset_is_416_and_changes_nothing(srv):
     data = os.urandom(2000)
     with _client(srv) as c:
@@ -212,8 +229,9 @@ def test_length_mismatch_is_size_invalid_and_rolled_back(srv):
         assert c.get(loc).headers["range"] == "0-99"
 
 
+@ON_EVERY_DRIVER
 def test_wrong_digest_is_digest_invalid_and_leaves_no_blob(srv):
-    before = files_under(srv.models / "blobs") if (srv.models / "blobs").exists() else {}
+    before = stored_files(srv, "blobs")
     with _client(srv) as c:
         loc = _start(c)
         c.patch(loc, content=b"actual bytes", headers={"Content-Range": "0-11"})
@@ -227,14 +245,14 @@ def test_wrong_digest_is_digest_invalid_and_leaves_no_blob(srv):
         assert r.status_code == 400 and oci_error(r.content) == ["DIGEST_INVALID"]
         r = c.put(loc, params={"digest": "sha256:" + "A" * 64})
         assert r.status_code == 400 and oci_error(r.content) == ["DIGEST_INVALID"]
-        sessions = sorted(p.name for p in (srv.models / UPLOADS).iterdir())
+        sessions = sorted(stored_names(srv, UPLOADS))
         r = c.post("/v2/alice/mario/blobs/uploads/", params={"digest": claimed}, content=b"other")
         assert r.status_code == 400 and oci_error(r.content) == ["DIGEST_INVALID"]
         r = c.post("/v2/alice/mario/blobs/uploads/", params={"digest": claimed}, content=b"other",
                    headers={"Content-Range": "0-99"})
         assert r.status_code == 400 and oci_error(r.content) == ["SIZE_INVALID"]
-        assert sorted(p.name for p in (srv.models / UPLOADS).iterdir()) == sessions  # none left behind
-    assert files_under(srv.models / "blobs") == before
+        assert sorted(stored_names(srv, UPLOADS)) == sessions  # none left behind
+    assert stored_files(srv, "blobs") == before
 
 
 def test_upload_ids_are_bound_to_their_repository(srv):
@@ -262,6 +280,7 @@ def test_cancel_upload(srv):
         assert c.delete(loc).status_code == 404
 
 
+@ON_EVERY_DRIVER
 def test_monolithic_uploads(srv):
     with _client(srv) as c:
         data = os.urandom(70_000)
@@ -282,6 +301,7 @@ def test_monolithic_uploads(srv):
         assert c.head(f"/v2/alice/mario/blobs/{empty}").headers["content-length"] == "0"
 
 
+@ON_EVERY_DRIVER
 def test_cross_repository_mount(srv):
     with _client(srv) as c:
         d = push_blob(srv, b"shared weights", "alice/mario")
@@ -312,7 +332,8 @@ def test_uploads_survive_a_restart_and_hash_on_commit(tmp_path):
         assert c.get(f"/v2/alice/mario/blobs/{digest_of(data)}").content == data
 
 
-def test_abandoned_uploads_are_purged_but_not_live_ones(srv):
+def test_abandoned_uploads_are_purged_but_not_live_ones(fs_srv):
+    srv = fs_srv
     from registry.server import REGISTRY, purge
 
     with _client(srv) as c:
@@ -336,13 +357,14 @@ def test_abandoned_uploads_are_purged_but_not_live_ones(srv):
     writer.close()
     assert sorted(p.name for p in sessions.iterdir()) == [live_id]
     # Blob GC never looks at uploads: an old, unreferenced session survives it.
-    collect(Store(srv.models), grace_seconds=0)
+    collect(srv.store, grace_seconds=0)
     assert (sessions / live_id / ".staging.data").exists()
 
 
 # --- manifests ----------------------------------------------------------------------------
 
 
+@ON_EVERY_DRIVER
 def test_manifest_put_get_head_by_tag_and_digest(srv):
     raw, _ = push_model(srv)
     d = digest_of(raw)
@@ -380,6 +402,7 @@ def test_manifest_put_by_digest(srv):
     assert r.status_code == 400 and oci_error(r.content) == ["DIGEST_INVALID"]
 
 
+@ON_EVERY_DRIVER
 def test_manifest_with_missing_blobs_is_refused(srv):
     config, present, absent = b"{}", b"present", b"absent"
     push_blob(srv, config)
@@ -389,7 +412,7 @@ def test_manifest_with_missing_blobs_is_refused(srv):
     assert r.status_code == 400
     assert oci_error(r.content) == ["MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]
     assert json.loads(r.content)["errors"][0]["detail"] == {"digest": digest_of(absent)}
-    assert not (srv.models / "manifests").exists() or not list((srv.models / "manifests").rglob("v1"))
+    assert not [k for k in stored_files(srv, "manifests") if k.endswith("/v1")]
 
 
 @pytest.mark.parametrize(
@@ -509,7 +532,8 @@ def test_tags_and_catalog_pagination(srv):
         assert r.status_code == 404 and oci_error(r.content) == ["NAME_UNKNOWN"]
 
 
-def test_models_in_the_store_under_other_hosts_are_not_repositories(srv, tiny_f16):
+def test_models_in_the_store_under_other_hosts_are_not_repositories(fs_srv, tiny_f16):
+    srv = fs_srv
     from tests.ollama_layout import write_model
 
     write_model(srv.models, ("registry.ollama.ai", "library", "tiny", "latest"), tiny_f16)

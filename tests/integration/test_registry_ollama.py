@@ -25,6 +25,7 @@ from tests.ollama_go_client import (
     parse_challenge,
 )
 from tests.registry_support import (
+    STORAGES,
     authorized_keys,
     files_under,
     go_client,
@@ -32,6 +33,8 @@ from tests.registry_support import (
     local_model,
     raw_request,
     registry,
+    storage_spec,
+    stored_files,
 )
 
 PART = 20_000  # lowered part bounds, so the ~240 KB test GGUF travels in 12..16 parts
@@ -46,10 +49,11 @@ def _server_manifest(models: Path, host: str, ns: str, model: str, tag: str) -> 
     return (models / "manifests" / host / ns / model / tag).read_bytes()
 
 
-def test_push_then_pull_round_trip(tmp_path, alice, tiny_f16):
+@pytest.mark.parametrize("storage", STORAGES)
+def test_push_then_pull_round_trip(tmp_path, alice, tiny_f16, storage):
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
     server_models = tmp_path / "server"
-    with registry(server_models, authorized_keys=keys) as srv:
+    with registry(server_models, authorized_keys=keys, storage=storage_spec(storage)) as srv:
         name = local_model(tmp_path / "pusher", srv.host, "alice", "mario", "v1", tiny_f16,
                            system="It's a me", params={"temperature": 0.5}, model_type="1.2M")
         pusher = go_client(tmp_path / "pusher", alice, min_part=PART)
@@ -59,7 +63,7 @@ def test_push_then_pull_round_trip(tmp_path, alice, tiny_f16):
         # The registry stored the re-serialised manifest byte for byte, in the same store
         # /api/tags lists, under its canonical host.
         local_raw = _server_manifest(tmp_path / "pusher", srv.host, "alice", "mario", "v1")
-        stored = _server_manifest(server_models, srv.host, "alice", "mario", "v1")
+        stored = srv.store.driver.get_content(f"manifests/{srv.host}/alice/mario/v1")
         assert stored == go_marshal_manifest(json.loads(local_raw))
         assert not stored.endswith(b"\n") and local_raw.endswith(b"\n")
         tags = listed_models(srv)
@@ -91,7 +95,7 @@ def test_push_then_pull_round_trip(tmp_path, alice, tiny_f16):
         puller = go_client(tmp_path / "puller", min_part=PART // 2)
         puller.pull(name)
         assert files_under(tmp_path / "puller") == {
-            k: v for k, v in files_under(server_models).items() if k.startswith(("blobs/", "manifests/"))
+            **stored_files(srv, "blobs"), **stored_files(srv, "manifests")
         }
         parts = [s for s in puller.log if "range" in s.headers]
         assert len(parts) >= 16

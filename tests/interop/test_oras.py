@@ -9,17 +9,26 @@ import os
 import pytest
 
 from store.names import ModelName
-from tests.registry_support import DOCKER_MANIFEST, files_under, go_client, listed_models, registry
+from tests.registry_support import (
+    DOCKER_MANIFEST,
+    STORAGES,
+    files_under,
+    go_client,
+    listed_models,
+    registry,
+    storage_spec,
+)
 
 oras_client = pytest.importorskip("oras.client")
 oras_oci = pytest.importorskip("oras.oci")
 
 
-def test_push_and_pull_an_oci_artifact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("storage", STORAGES)
+def test_push_and_pull_an_oci_artifact(tmp_path, monkeypatch, storage):
     (tmp_path / "notes.txt").write_bytes(b"hello from oras")
     (tmp_path / "weights.bin").write_bytes(os.urandom(200_000))
     monkeypatch.chdir(tmp_path)
-    with registry(tmp_path / "server", anonymous_push=True) as srv:
+    with registry(tmp_path / "server", anonymous_push=True, storage=storage_spec(storage)) as srv:
         client = oras_client.OrasClient(hostname=srv.host, insecure=True)
         target = f"{srv.host}/alice/artifact:v1"
         assert client.push(target=target, files=["notes.txt", "weights.bin"]).status_code == 201

@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from tests.integration.test_registry_api import push_model
-from tests.registry_support import OCI_MANIFEST, go_client, listed_models, local_model, registry
+from tests.registry_support import (
+    OCI_MANIFEST,
+    STORAGES,
+    go_client,
+    listed_models,
+    local_model,
+    registry,
+    storage_spec,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 
@@ -44,8 +52,10 @@ def test_list_tags_inspect_raw_and_delete_an_ollama_model(tmp_path, tiny_f16):
         assert names == [f"{srv.host}/alice/mario:v2"]
 
 
-def test_copy_an_oci_image_through_corral(tmp_path):
-    with registry(tmp_path / "a", anonymous_push=True) as a, registry(tmp_path / "b", anonymous_push=True) as b:
+@pytest.mark.parametrize("storage", STORAGES)
+def test_copy_an_oci_image_through_corral(tmp_path, storage):
+    with registry(tmp_path / "a", anonymous_push=True, storage=storage_spec(storage)) as a, \
+            registry(tmp_path / "b", anonymous_push=True, storage=storage_spec(storage)) as b:
         raw, layer = push_model(a, "alice/oci", "v1", media_type=OCI_MANIFEST)
         # Out of corral to a directory, then into a fresh corral with skopeo's own upload
         # sequence, then registry to registry.

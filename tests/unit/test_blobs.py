@@ -40,9 +40,11 @@ def test_uncommitted_ingest_aborts(tmp_path):
     blobs = BlobStore(tmp_path)
     with pytest.raises(RuntimeError), blobs.begin() as ingest:
         ingest.write(b"partial")
-        assert len(blob_files(tmp_path)) == 1  # the private temp file, under no digest
+        assert ingest.temp_path is not None and ingest.temp_path.is_file()
+        assert blob_files(tmp_path) == set()  # staged under ingest/, never under a digest
         raise RuntimeError("client went away")
     assert blob_files(tmp_path) == set()
+    assert os.listdir(tmp_path / "ingest") == []
 
 
 def test_concurrent_ingests_of_one_digest_both_succeed(tmp_path):
@@ -124,7 +126,7 @@ def test_gc_marks_from_manifests_and_respects_grace_and_locks(tmp_path):
         names = blob_files(tmp_path)
         assert kept <= names
         assert orphan_young.filename in names
-        assert ingest.temp_path.name in names
+        assert ingest.temp_path.is_file()
         assert partial.name in names and partial_state.name in names
     finally:
         held.close()

@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 
 from store.driver import InvalidPath, PathNotFound, StorageDriver, WriterBusy
 from store.drivers import FilesystemDriver, MemoryDriver
+from tests.s3_support import s3_driver
 
 DRIVERS: dict[str, Callable[[Path], StorageDriver]] = {
     "filesystem": lambda tmp: FilesystemDriver(tmp / "root"),
     "memory": lambda tmp: MemoryDriver(),
+    "s3": lambda tmp: s3_driver(),
 }
 
 
