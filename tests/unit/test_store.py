@@ -19,12 +19,16 @@ def _layer(data: bytes, media_type: str = "application/vnd.ollama.image.model", 
     return {"mediaType": media_type, "digest": str(Digest.of_bytes(data)), "size": len(data), **extra}
 
 
+_KNOWN_FIELDS = {"schemaVersion", "mediaType", "config", "layers", "subject", "artifactType",
+                 "annotations", "manifests"}
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20))
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    extra=st.dictionaries(st.text(min_size=1, max_size=10), json_scalars, max_size=4),
+    # Unknown fields only: the known ones (config, layers, subject...) have their own types.
+    extra=st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda k: k not in _KNOWN_FIELDS),
+                          json_scalars, max_size=4),
     indent=st.sampled_from([None, 1, 2, "\t"]),
     newline=st.booleans(),
     from_=st.one_of(st.none(), st.text(max_size=20)),
