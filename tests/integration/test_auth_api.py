@@ -163,12 +163,13 @@ def test_openai_client_api_key(srv, keys_file):
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
     good = openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0)
-    # /v1 is served by another branch; until it lands the authenticated call gets as far as
-    # routing (404), which is past the key check that this test is about.
-    try:
-        good.models.list()
-    except openai.NotFoundError:
-        pass
+    assert "tiny:latest" in {m.id for m in good.models.list().data}
+    # A key without the infer scope is refused on /v1 inference, in OpenAI's error shape.
+    _, pull_only = keys_file.create("reader", ("*",), ("pull",))
+    reader = openai.OpenAI(base_url=srv.url + "/v1", api_key=pull_only, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        reader.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=1)
 
 
 def test_shared_key_keeps_working_and_audit_log(srv, tmp_path):
