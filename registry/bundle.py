@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from store.blobs import Ingest
 from store.digest import Digest
-from store.errors import InvalidManifest, InvalidName, StoreError
+from store.errors import InvalidManifest, InvalidName, ModelNotFound, StoreError
 from store.manifest import MAX_MANIFEST_BYTES, MEDIA_TYPE_OCI_INDEX, parse_manifest
 from store.names import ModelName
 from store.store import LocalModel, Store
@@ -238,6 +238,13 @@ def _member_kind(member: tarfile.TarInfo) -> str:
     raise BundleError(f"unexpected bundle member {member.name[:200]!r}")
 
 
+def _stored_raw(store: Store, name: ModelName) -> bytes | None:
+    try:
+        return store.get(name).raw
+    except ModelNotFound:
+        return None
+
+
 def import_bundle(
     store: Store, source: IO[bytes], *, free_space: Callable[[], int] | None = None,
 ) -> ImportReport:
@@ -256,7 +263,8 @@ def import_bundle(
             ingests.pop(digest).commit(digest, None)
             report.blobs_written += 1
         for name, raw in names:
-            store.put_manifest(name, raw)
+            if _stored_raw(store, name) != raw:  # a model already there as is stays untouched
+                store.put_manifest(name, raw)
             report.models.append(str(name))
     except SourceBroken as exc:
         # Keep the blobs that verified (as unreferenced blobs: no model appears, and the GC
