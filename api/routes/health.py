@@ -19,6 +19,7 @@ from api.responses import json_response
 from api.schemas import HealthResponse, ReadyResponse
 from api.settings import split_host_port
 from api.state import SETTINGS, STORE
+from store.driver import DriverError
 from store.store import Store
 
 log = logging.getLogger("corral.health")
@@ -47,10 +48,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _check_store(store: Store) -> None:
-    """Raise OSError unless the store's directories can be listed."""
-    for directory in (store.root, store.blobs.dir, store.manifests.dir):
-        with os.scandir(directory) as entries:
-            next(entries, None)
+    """Raise OSError or DriverError unless the store's root and its blobs and manifests can be
+    listed through the storage driver (a local folder, S3...)."""
+    with os.scandir(store.root) as entries:
+        next(entries, None)
+    for prefix in ("blobs", "manifests"):
+        store.driver.list(prefix)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -64,6 +67,8 @@ async def readyz(request: web.Request) -> web.Response:
         checks["store"] = "timed out"
     except OSError as exc:
         checks["store"] = exc.strerror or type(exc).__name__
+    except DriverError as exc:
+        checks["store"] = str(exc) or type(exc).__name__
     ready = all(v == "ok" for v in checks.values())
     return json_response(ReadyResponse(status="ready" if ready else "not ready", checks=checks),
                          200 if ready else 503)

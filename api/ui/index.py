@@ -9,19 +9,15 @@ manifest tree (a stat per file) and re-reads only files that changed, at most on
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from store.config import parse_config
 from store.digest import Digest
 from store.errors import StoreError
 from store.manifest import parse_manifest
-from store.names import ModelName
 from store.store import MAX_CONFIG_BYTES, Store
 
 SORTS = ("modified", "name", "size")
@@ -40,7 +36,7 @@ class Row:
     family: str
     parameter_size: str
     quantization: str
-    sig: tuple[int, int]
+    sig: tuple[float, int]
 
 
 @dataclass(frozen=True)
@@ -84,18 +80,18 @@ class ModelIndex:
 
     def _refresh(self) -> None:
         seen: dict[str, Row] = {}
-        for parts, path, st in _walk(self.store.manifests.dir):
-            sig = (st.st_mtime_ns, st.st_size)
+        manifests = self.store.manifests
+        for stored in manifests:
+            path, name = stored.key, stored.name
+            sig = (stored.mtime, stored.size)
             old = self._rows.get(path)
             if old is not None and old.sig == sig:
                 seen[path] = old
                 continue
-            name = ModelName.from_parts(parts)
-            if name is None:
-                continue
             try:
-                with open(path, "rb") as f:
-                    raw = f.read()
+                raw = manifests.read_stored(stored)
+                if raw is None:
+                    continue
                 manifest = parse_manifest(raw)
             except (StoreError, OSError, ValueError):
                 continue
@@ -104,7 +100,7 @@ class ModelIndex:
             seen[key] = Row(
                 name=name.display_shortest(), full=str(name),
                 host=name.host, namespace=name.namespace, size=manifest.total_size,
-                modified=st.st_mtime, digest=hashlib.sha256(raw).hexdigest(), family=family,
+                modified=stored.mtime, digest=hashlib.sha256(raw).hexdigest(), family=family,
                 parameter_size=params, quantization=quant, sig=sig,
             )
         self._rows = seen
@@ -125,32 +121,6 @@ class ModelIndex:
         page = min(max(1, page), pages)
         start = (page - 1) * page_size
         return Page(rows[start:start + page_size], len(rows), page, pages, namespaces)
-
-
-def _walk(root: Path) -> Iterator[tuple[tuple[str, str, str, str], str, os.stat_result]]:
-    """(host, namespace, model, tag), path and stat of every file four levels down: the
-    manifest layout, walked with scandir (one stat per file, none per directory)."""
-    def dirs(path: str) -> list[os.DirEntry[str]]:
-        try:
-            with os.scandir(path) as it:
-                return [e for e in it if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            return []
-
-    for host in dirs(str(root)):
-        for ns in dirs(host.path):
-            for model in dirs(ns.path):
-                try:
-                    with os.scandir(model.path) as it:
-                        files = [e for e in it if e.is_file(follow_symlinks=False)]
-                except OSError:
-                    continue
-                for tag in files:
-                    try:
-                        st = tag.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    yield (host.name, ns.name, model.name, tag.name), tag.path, st
 
 
 def modified_text(ts: float) -> str:

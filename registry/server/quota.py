@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,27 +58,21 @@ class QuotaLedger:
     def _referenced(self, ns: str) -> dict[str, int]:
         """Digest -> size of every blob referenced by the namespace's manifests."""
         sizes: dict[str, int] = {}
-        hosts = self.store.manifests.dir
-        try:
-            host_dirs = [e for e in os.scandir(hosts) if e.is_dir() and e.name.lower() == self.host.lower()]
-        except OSError:
-            return sizes
-        for host in host_dirs:
-            try:
-                ns_dirs = [e for e in os.scandir(host.path) if e.is_dir() and e.name.lower() == ns]
-            except OSError:
+        manifests = self.store.manifests
+        host = self.host.lower()
+        for stored in manifests:
+            if stored.name.host.lower() != host or stored.name.namespace.lower() != ns:
                 continue
-            for ns_dir in ns_dirs:
-                for dirpath, _dirs, files in os.walk(ns_dir.path):
-                    for name in files:
-                        try:
-                            with open(os.path.join(dirpath, name), "rb") as f:
-                                manifest = parse_manifest(f.read(4 << 20))
-                        except (OSError, StoreError, ValueError):
-                            continue
-                        sizes[manifest.config.digest] = manifest.config.size
-                        for layer in manifest.layers:
-                            sizes[layer.digest] = layer.size
+            try:
+                raw = manifests.read_stored(stored)
+                if raw is None:
+                    continue
+                manifest = parse_manifest(raw)
+            except (OSError, StoreError, ValueError):
+                continue
+            sizes[manifest.config.digest] = manifest.config.size
+            for layer in manifest.layers:
+                sizes[layer.digest] = layer.size
         return sizes
 
     def _usage(self, ns: str, space: _Namespace, now: float) -> int:
