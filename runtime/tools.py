@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -28,39 +28,53 @@ def tool_call_id() -> str:
 _SPECIAL = re.compile(r'[{}"\\]')
 
 
-class _ObjectScan:
-    """Finds the first JSON object (a dict) in a growing buffer, one pass over its text.
+class _StructuralScan:
+    """The characters of a growing buffer that lie outside JSON strings, each looked at once.
 
-    The rules are those of ollama's findArguments: braces are counted outside strings,
-    a backslash escapes the next character anywhere, and each balanced `{...}` is tried
-    as JSON until one parses as an object. Only characters not scanned before are looked
-    at, so feeding a buffer token by token costs linear time in total.
+    A backslash escapes the next character anywhere (ollama's rule) and quotes toggle
+    "inside a string"; `pattern` picks the structural characters (plus `"` and `\\`).
+    Scanning resumes at `pos`, so feeding a buffer token by token costs linear time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
         self.pos = 0
-        self.braces = 0
-        self.start = -1
         self.in_string = False
         self.escaped_at = -1  # index of the character a backslash escapes
-        self.found: tuple[dict[str, Any], int] | None = None
 
-    def feed(self, buffer: str) -> tuple[dict[str, Any], int] | None:
-        if self.found is not None:
-            return self.found
-        for m in _SPECIAL.finditer(buffer, self.pos):
+    def _structural(self, buffer: str) -> Iterator[tuple[int, str]]:
+        for m in self.pattern.finditer(buffer, self.pos):
             i = m.start()
             if i == self.escaped_at:
                 continue
             c = buffer[i]
             if c == "\\":
                 self.escaped_at = i + 1
-                continue
-            if c == '"':
+            elif c == '"':
                 self.in_string = not self.in_string
-                continue
-            if self.in_string:
-                continue
+            elif not self.in_string:
+                yield i, c
+        self.pos = len(buffer)
+
+
+class _ObjectScan(_StructuralScan):
+    """Finds the first JSON object (a dict) in a growing buffer, one pass over its text.
+
+    The rules are those of ollama's findArguments: braces are counted outside strings,
+    a backslash escapes the next character anywhere, and each balanced `{...}` is tried
+    as JSON until one parses as an object.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_SPECIAL)
+        self.braces = 0
+        self.start = -1
+        self.found: tuple[dict[str, Any], int] | None = None
+
+    def feed(self, buffer: str) -> tuple[dict[str, Any], int] | None:
+        if self.found is not None:
+            return self.found
+        for i, c in self._structural(buffer):
             if c == "{":
                 if self.braces == 0:
                     self.start = i
@@ -79,38 +93,22 @@ class _ObjectScan:
                         return self.found
                 if self.braces < 0:
                     self.braces = 0
-        self.pos = len(buffer)
         return None
 
 
-class _BalanceScan:
+class _BalanceScan(_StructuralScan):
     """Whether the buffer holds a balanced `{...}` (or `[...]`), scanned incrementally."""
 
     def __init__(self, opening: str, closing: str) -> None:
-        self.pattern = re.compile("[" + re.escape(opening + closing) + '"\\\\]')
+        super().__init__(re.compile("[" + re.escape(opening + closing) + '"\\\\]'))
         self.opening = opening
-        self.pos = 0
         self.count = 0
-        self.in_string = False
-        self.escaped_at = -1
         self.done = False
 
     def feed(self, buffer: str) -> bool:
         if self.done:
             return True
-        for m in self.pattern.finditer(buffer, self.pos):
-            i = m.start()
-            if i == self.escaped_at:
-                continue
-            c = buffer[i]
-            if c == "\\":
-                self.escaped_at = i + 1
-                continue
-            if c == '"':
-                self.in_string = not self.in_string
-                continue
-            if self.in_string:
-                continue
+        for _, c in self._structural(buffer):
             if c == self.opening:
                 self.count += 1
             else:
@@ -118,7 +116,6 @@ class _BalanceScan:
                 if self.count == 0:
                     self.done = True
                     return True
-        self.pos = len(buffer)
         return False
 
 
