@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -183,8 +184,10 @@ def test_item04_json_bodies_are_read_whole_up_to_the_limit(server: ThreadedServe
 # --- item 3 -------------------------------------------------------------------------------
 
 
-def big_array_gguf(n: int) -> bytes:
-    """The tiny model with two int64 arrays of `n` elements added to its header."""
+def write_big_array_gguf(out: BinaryIO, n: int) -> str:
+    """The tiny model with two int64 arrays of `n` elements added to its header, written
+    to `out` a piece at a time (n = 2**24 is the 256 MB attack); returns its digest."""
+    import hashlib
     import struct
 
     import numpy as np
@@ -195,12 +198,30 @@ def big_array_gguf(n: int) -> bytes:
     base = tiny_gguf_bytes()
     g = gguf_reader.parse_gguf(base)
     (n_kv,) = struct.unpack_from("<Q", base, 16)
-    values = (np.arange(n, dtype=np.int64) * 1_000_003).tobytes()
-    extra = b""
+    sha = hashlib.sha256()
+
+    def put(data: bytes) -> int:
+        sha.update(data)
+        out.write(data)
+        return len(data)
+
+    size = put(base[:16] + struct.pack("<Q", n_kv + 2))
     for key in (b"test.big_a", b"test.big_b"):
-        extra += struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 11, n) + values
-    head = base[:16] + struct.pack("<Q", n_kv + 2) + extra + base[24 : g.header_size]
-    return head + b"\0" * (-len(head) % g.alignment) + base[g.data_offset :]
+        size += put(struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 11, n))
+        step = 1 << 20
+        for start in range(0, n, step):
+            size += put((np.arange(start, min(n, start + step), dtype=np.int64) * 1_000_003).tobytes())
+    size += put(base[24 : g.header_size])
+    put(b"\0" * (-size % g.alignment) + base[g.data_offset :])
+    return "sha256:" + sha.hexdigest()
+
+
+def big_array_gguf(n: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    write_big_array_gguf(buf, n)
+    return buf.getvalue()
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -270,6 +291,159 @@ def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path)
         assert grown < 450, f"peak RSS grew by {grown:.0f} MiB"
         assert c.get("/api/version").status_code == 200
     assert _manifests(root) == before
+
+
+@pytest.mark.slow
+def test_item03_show_reads_the_summary_made_at_create_and_never_parses_the_header_again(tmp_path: Path) -> None:
+    """The 256 MB header (two int64 arrays of 2^24 elements) uploaded and created through
+    the API: create stores the show summary; afterwards, in a restarted server, concurrent
+    shows (verbose and not) answer from it. The blob's header is then broken on disk, so a
+    show that parsed it again would lose model_info (checked last, with the summary gone)."""
+    import threading
+    import time
+
+    from api.show import SHOW_ARRAY_LIMIT
+    from store.digest import Digest
+    from store.summary import summary_key
+    from tests.servers import ServeProcess
+
+    n = (1 << 24) - (1 << 12)  # the reader's limit of 2^25 array elements, less the vocabulary
+    src = tmp_path / "big.gguf"
+    with src.open("wb") as f:
+        digest = write_big_array_gguf(f, n)
+    assert src.stat().st_size > 255 * 2**20
+    root = tmp_path / "models"
+    root.mkdir()
+
+    def chunks() -> Iterator[bytes]:
+        with src.open("rb") as f:
+            while data := f.read(1 << 20):
+                yield data
+
+    with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=300) as c:
+        r = c.post(f"/api/blobs/{digest}", content=chunks(),
+                   headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        r = c.post("/api/create", json={"model": "big", "files": {"big.gguf": digest}, "stream": False})
+        assert r.status_code == 200, r.text
+    src.unlink()
+    blob = root / "blobs" / Digest(digest).filename
+    summary = root / summary_key(Digest(digest))
+    assert summary.is_file() and summary.stat().st_size < 40 * 2**20
+    # Break the header in place: parsing it again now fails.
+    with blob.open("r+b") as f:
+        f.write(b"XXXX")
+
+    with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        assert srv.proc is not None
+        base_rss = _peak_rss_mib(srv.proc.pid)
+        stalls: list[float] = []
+        done = threading.Event()
+
+        def ping() -> None:
+            with httpx.Client(base_url=srv.url, timeout=60) as p:
+                while not done.is_set():
+                    t = time.monotonic()
+                    p.get("/api/version")
+                    stalls.append(time.monotonic() - t)
+                    time.sleep(0.02)
+
+        results: list[tuple[bool, httpx.Response]] = []
+
+        def show(verbose: bool) -> None:
+            with httpx.Client(base_url=srv.url, timeout=120) as v:
+                results.append((verbose, v.post("/api/show", json={"model": "big", "verbose": verbose})))
+
+        pinger = threading.Thread(target=ping)
+        pinger.start()
+        shows = [threading.Thread(target=show, args=(i % 2 == 0,)) for i in range(10)]
+        for t in shows:
+            t.start()
+        for t in shows:
+            t.join()
+        done.set()
+        pinger.join()
+        assert len(results) == 10
+        for verbose, r in results:
+            assert r.status_code == 200, r.text[:300]
+            info = r.json()["model_info"]
+            assert info["general.architecture"] == "llama"
+            assert r.json()["tensors"] and "completion" in r.json()["capabilities"]
+            if verbose:
+                assert len(info["test.big_a"]) == SHOW_ARRAY_LIMIT < n
+                assert info["test.big_b"][:3] == [0, 1_000_003, 2_000_006]
+            else:
+                assert info["test.big_a"] is None
+        assert max(stalls) < 1.0, max(stalls)
+        grown = _peak_rss_mib(srv.proc.pid) - base_rss
+        assert grown < 200, f"peak RSS grew by {grown:.0f} MiB"
+    # The control: without its summary, the model's broken header is read again (and
+    # fails), so the answers above came from the summary.
+    summary.unlink()
+    with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        r = c.post("/api/show", json={"model": "big"})
+        assert r.status_code == 200 and "general.architecture" not in r.json()["model_info"]
+
+
+def test_item03_show_summaries_on_any_driver_made_once_and_collected_with_their_blob() -> None:
+    """In process, on the memory driver: create, copy and a manifest PUT store summaries;
+    shows never parse; a model stored without one is summarized once; GC keeps the summary
+    of a stored blob and removes one whose blob is gone."""
+    from api.show import build_show, show_body
+    from store.digest import Digest
+    from store.drivers import MemoryDriver
+    from store.gc import collect
+    from store.manifest import MEDIA_TYPE_MODEL, Layer, Manifest
+    from store.modelfile.compiler import CreateSpec, compile_model
+    from store.names import ModelName
+    from store.store import Store
+    from store.summary import summary_key
+    from tests.tinymodel import tiny_gguf_bytes
+
+    store = Store(driver=MemoryDriver())
+    data = big_array_gguf(1000)
+    digest = store.blobs.put_bytes(data)
+    name = ModelName.parse("big")
+    compile_model(store, CreateSpec(name=name, files={"big.gguf": digest}))
+    assert store.driver.exists(summary_key(digest))
+    store.copy(name, ModelName.parse("big-copy"))
+    for verbose in (False, True, False, True):
+        body = show_body(store, name, verbose)
+        assert body.size > 0
+    assert build_show(store, ModelName.parse("big-copy")).model_info["general.architecture"] == "llama"
+    assert store.summaries.parses == 0  # create's own parse made the summary
+
+    # A manifest PUT (pull, /v2 push, import all end there) summarizes its GGUF layers.
+    other = tiny_gguf_bytes(chat_template="{{ messages }}")
+    layer_digest = store.blobs.put_bytes(other)
+    config = store.blobs.put_bytes(b"{}")
+    raw = Manifest(config=Layer(media_type="application/vnd.docker.container.image.v1+json",
+                                digest=config, size=2),
+                   layers=[Layer(media_type=MEDIA_TYPE_MODEL, digest=layer_digest, size=len(other))]).to_bytes()
+    store.put_manifest(ModelName.parse("pushed"), raw)
+    assert store.summaries.parses == 1 and store.driver.exists(summary_key(layer_digest))
+    build_show(store, ModelName.parse("pushed"), True)
+    assert store.summaries.parses == 1
+
+    # A model stored before summaries: summarized on its first show, once.
+    store.driver.delete(summary_key(layer_digest))
+    store.summaries._facts.clear()
+    for _ in range(3):
+        assert build_show(store, ModelName.parse("pushed")).model_info["general.architecture"] == "llama"
+    assert store.summaries.parses == 2
+
+    # GC: summaries of stored blobs stay; one whose blob is gone goes.
+    report = collect(store, grace_seconds=0)
+    assert store.driver.exists(summary_key(digest)) and store.driver.exists(summary_key(layer_digest))
+    store.delete(ModelName.parse("pushed"))  # prunes its blobs, and their summaries
+    assert not store.driver.exists(summary_key(layer_digest))
+    orphan = Digest.of_bytes(b"gone")
+    store.driver.put_content(summary_key(orphan), store.driver.read(summary_key(digest)))
+    report = collect(store, grace_seconds=0)
+    assert summary_key(orphan) in report.removed_files
+    assert not store.driver.exists(summary_key(orphan)) and store.driver.exists(summary_key(digest))
+    # Summaries are not referenced by manifests: the model's ID is what the manifest says.
+    assert str(digest) in store.get(name).raw.decode() and "summar" not in store.get(name).raw.decode()
 
 
 # --- item 5 -------------------------------------------------------------------------------
