@@ -789,7 +789,8 @@ def test_item13_removing_a_key_revokes_its_tokens_at_once(two_pushers, tmp_path:
 # --- item 10 ------------------------------------------------------------------------------
 
 
-def _serve_limited(models: Path, port: int, nofile: int, log_path: Path, env: dict[str, str] | None = None):
+def _serve_limited(models: Path, port: int, nofile: int, log_path: Path, env: dict[str, str] | None = None,
+                   args: str = ""):
     """`corral serve` in a child process under `ulimit -n <nofile>` (soft and hard)."""
     import os
     import subprocess
@@ -800,7 +801,7 @@ def _serve_limited(models: Path, port: int, nofile: int, log_path: Path, env: di
     from tests.servers import ROOT
 
     cmd = (f"ulimit -n {nofile} && exec {sys.executable} -m api.cli serve --host 127.0.0.1 "
-           f"--port {port} --models {models}")
+           f"--port {port} --models {models} {args}")
     log_file = log_path.open("wb")
     proc = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=log_file, stderr=subprocess.STDOUT)
@@ -917,6 +918,170 @@ def test_item10_slowloris_and_accept_failures_do_not_starve_or_flood(tmp_path: P
     text = log_path.read_text(errors="replace")
     assert peak_fds > 900, peak_fds  # the attack did exhaust the server's descriptors
     assert len(text.splitlines()) < 500, text[-3000:]  # repeated accept() errors are not a flood
+
+
+@pytest.mark.slow
+def test_item10_request_bodies_that_stop_or_trickle_are_timed_out(tmp_path: Path, ollama_store: Path) -> None:
+    """Headers sent, then a JSON body, an /api/blobs body or a /v2 PATCH body trickled a
+    byte at a time (or not at all), by more connections than the server has descriptors
+    (ulimit -n 1024): each ends with 408 and a closed connection within one body window,
+    real requests get through, and an upload just above the rate floor, with pauses
+    shorter than the window, still succeeds."""
+    import os
+    import resource
+    import select
+    import socket
+    import threading
+    import time
+
+    from store.digest import Digest
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    import contextlib
+
+    window = 3.0
+    proc, log_file = _serve_limited(ollama_store, port, 1024, log_path,
+                                    {"CORRAL_BODY_TIMEOUT": str(window), "CORRAL_BODY_MIN_RATE": "1024"},
+                                    args="--anonymous-push")
+    base = f"http://127.0.0.1:{port}"
+    zero = "sha256:" + "0" * 64
+    sessions = []
+    with httpx.Client(base_url=base, timeout=30) as c:
+        for _ in range(10):
+            r = c.post("/v2/library/trickle/blobs/uploads/")
+            assert r.status_code == 202, r.text
+            sessions.append(httpx.URL(r.headers["location"]).raw_path.decode())
+
+    def head(i: int) -> bytes:
+        host = f"Host: 127.0.0.1:{port}\r\n"
+        if i < len(sessions):
+            return (f"PATCH {sessions[i]} HTTP/1.1\r\n{host}Content-Type: application/octet-stream\r\n"
+                    "Content-Length: 1000000\r\n\r\n").encode()
+        if i % 2:
+            return (f"POST /api/blobs/{zero} HTTP/1.1\r\n{host}Content-Type: application/octet-stream\r\n"
+                    "Content-Length: 1000000\r\n\r\n").encode()
+        return (f"POST /api/chat HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+                'Content-Length: 100000\r\n\r\n{"model": "tiny", "messages": [').encode()
+
+    legit: list[httpx.Response] = []
+
+    def slow_upload() -> None:
+        data = os.urandom(32 * 1024)
+
+        def pieces() -> Iterator[bytes]:
+            for i in range(0, len(data), 1024):  # 4 KiB/s, 4 times the floor, for 8 s
+                if i == 12 * 1024:
+                    time.sleep(window * 0.4)  # a pause shorter than the window
+                yield data[i : i + 1024]
+                time.sleep(0.25)
+
+        with httpx.Client(base_url=base, timeout=60) as c:
+            legit.append(c.post(f"/api/blobs/{Digest.of_bytes(data)}", content=pieces(),
+                                headers={"Content-Type": "application/octet-stream"}))
+
+    uploader = threading.Thread(target=slow_upload)
+    uploader.start()
+    attackers: dict[socket.socket, bytes] = {}
+    try:
+        for i in range(1100):
+            s = socket.socket()
+            s.settimeout(3)
+            try:
+                s.connect(("127.0.0.1", port))
+                s.sendall(head(i))
+            except OSError:
+                s.close()
+                continue
+            s.setblocking(False)
+            attackers[s] = b""
+        assert len(attackers) > 900
+        t0 = time.monotonic()
+        peak_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        open_ = set(attackers)
+        served = False
+        while open_ and time.monotonic() - t0 < 30:
+            for s in list(open_):
+                try:
+                    s.send(b" ")  # one byte a second: valid JSON whitespace, or blob bytes
+                except OSError:
+                    pass
+            poller = select.poll()
+            by_fd = {s.fileno(): s for s in open_}
+            for fd in by_fd:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(1000):
+                s = by_fd[fd]
+                try:
+                    got = s.recv(4096)
+                except OSError:
+                    got = b""
+                attackers[s] += got
+                if not got:
+                    open_.discard(s)
+            with contextlib.suppress(OSError):
+                peak_fds = max(peak_fds, len(os.listdir(f"/proc/{proc.pid}/fd")))
+            if not served and time.monotonic() - t0 > 1:
+                with httpx.Client(timeout=30) as c:  # a real request gets through meanwhile
+                    assert c.get(f"{base}/api/tags", headers={"Connection": "close"}).status_code == 200
+                served = True
+        elapsed = time.monotonic() - t0
+        assert not open_, f"{len(open_)} trickling connections still open after {elapsed:.0f} s"
+        answers = [a.split(b"\r\n", 1)[0] for a in attackers.values()]
+        counts = {a: answers.count(a) for a in set(answers)}
+        # 408, or 503 for an upload that found no descriptor left for its temp file.
+        assert set(counts) <= {b"HTTP/1.1 408 Request Timeout", b"HTTP/1.1 503 Service Unavailable"}, counts
+        assert counts[b"HTTP/1.1 408 Request Timeout"] > 0.8 * len(attackers), counts
+        assert any(b'"request body timed out' in a for a in attackers.values())
+        assert any(b'"errors"' in a and b"408" in a for a in list(attackers.values())[:10])  # /v2: OCI JSON
+        uploader.join()
+        assert legit and legit[0].status_code == 201, legit
+        assert peak_fds > 500, peak_fds  # the attack held most of the server's descriptors
+        # Nothing partial stayed visible: the zero digest was never stored.
+        assert not (ollama_store / "blobs" / Digest(zero).filename).exists()
+    finally:
+        for s in attackers:
+            s.close()
+        uploader.join()
+        _stop(proc, log_file)
+    text = log_path.read_text(errors="replace")
+    assert "BodyTimeout" not in text and "unhandled" not in text.lower(), text[-3000:]
+    assert len(text.splitlines()) < 500, text[-3000:]
+
+
+async def test_item10_body_timeout_counts_only_time_spent_waiting_on_the_client() -> None:
+    """A handler that is busy (not reading) for several windows is not the client's fault:
+    the body, sent at once, is read afterwards and nothing times out; a body that stops
+    half-way does, with 408, even on a handler of its own."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.middleware import body_progress, errors
+
+    async def busy(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)  # four windows of server-side work before reading
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application(middlewares=[body_progress(0.25, 1024.0, 0.05), errors], client_max_size=1 << 30)
+    app.router.add_post("/busy", busy)
+    async with TestClient(TestServer(app)) as client:
+        body = b"x" * (4 * 1024 * 1024)  # more than aiohttp buffers: the client is paused
+        r = await client.post("/busy", data=body)
+        assert r.status == 200 and await r.text() == str(len(body))
+
+        async def stalls():  # noqa: ANN202
+            yield b"x" * 1000
+            await asyncio.sleep(5)
+            yield b"never"
+
+        t0 = asyncio.get_running_loop().time()
+        r = await client.post("/busy", data=stalls(), headers={"Content-Length": "100000"})
+        assert r.status == 408 and "timed out" in (await r.json())["error"]
+        assert asyncio.get_running_loop().time() - t0 < 3
 
 
 def _many_layer_model(n: int) -> tuple[dict[str, bytes], bytes]:
