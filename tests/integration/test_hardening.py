@@ -786,6 +786,61 @@ def test_item13_removing_a_key_revokes_its_tokens_at_once(two_pushers, tmp_path:
         assert c.post("/v2/bob/x/blobs/uploads/", headers=bearer).status_code == 202
 
 
+def test_item13_removing_a_key_revokes_its_blob_grants_at_once(tmp_path: Path) -> None:
+    """--private: the blob grant in a Location names the key it was given to, and every use
+    checks that key's current rights (the authorized keys file, re-read when its mtime,
+    size or identity changes: one stat per request)."""
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.registry_support import authorized_keys, registry
+
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"), (bob, "bob"))
+    with registry(tmp_path / "models", authorized_keys=keys, private=True) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        tok = _token(srv, bob, "repository:bob/x:pull,push")
+        data, config = b"bob's weights", b"{}"
+        layer, cfg = _upload(c, "bob/x", data, tok), _upload(c, "bob/x", config, tok)
+        r = c.put("/v2/bob/x/manifests/latest", content=_manifest_for(cfg, layer, len(config), len(data)),
+                  headers={"Authorization": f"Bearer {tok}",
+                           "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert r.status_code == 201, r.text
+        r = c.get(f"/v2/bob/x/blobs/{layer}", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 200 and r.content == data
+        location = httpx.URL(r.headers["location"])
+        granted = location.raw_path.decode()
+        assert "grant=" in granted
+        assert c.get(granted).content == data  # no Authorization: the grant is enough
+        st = os.stat(keys)
+
+        def rewrite(*entries: tuple[object, str], step: int) -> None:
+            authorized_keys(keys, *entries)
+            os.utime(keys, ns=(st.st_atime_ns, st.st_mtime_ns + step * 1_000_000_000))
+
+        # The key is removed: its unexpired grant is refused on the next request.
+        rewrite((alice, "alice"), step=1)
+        r = c.get(granted)
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
+        assert c.get(granted, headers={"Range": "bytes=0-3"}).status_code == 403
+        # Narrowed to other namespaces: refused just the same.
+        rewrite((alice, "alice"), (bob, "carol"), step=2)
+        assert c.get(granted).status_code == 403
+        # Put back, the same grant works again (it had not expired).
+        rewrite((alice, "alice"), (bob, "bob"), step=3)
+        assert c.get(granted).content == data
+        # A grant cannot be moved to another key: alice's name in bob's grant breaks it.
+        exp, _sub, mac = location.params["grant"].split(".")
+        import base64
+
+        from tests.ollama_go_client import ssh_wire_b64
+
+        alice_sub = base64.urlsafe_b64encode(ssh_wire_b64(alice).encode()).rstrip(b"=").decode()
+        forged = granted.split("?", 1)[0] + f"?grant={exp}.{alice_sub}.{mac}"
+        assert c.get(forged).status_code == 403
+
+
 # --- item 10 ------------------------------------------------------------------------------
 
 
