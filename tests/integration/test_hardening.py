@@ -534,6 +534,70 @@ def test_item06_jinja_sandbox_limits_time_and_memory(tmp_path: Path) -> None:
         assert c.get("/api/version").status_code == 200
 
 
+DOUBLING = "{% set s = 'x' * 1000000 %}" + "{% set s = s ~ s %}" * 14 + "{{ s|length }}"
+
+
+@pytest.mark.slow
+def test_item06_more_jinja_attacks_of_the_same_kind_are_stopped(tmp_path: Path) -> None:
+    """Nested `range` loops, joins of huge or lazy sequences, repetition, `replace`
+    growth, recursion through macros, `{% set %}` doubling with `~` or `+`, many large
+    values kept alive, slow text filters: each ends in PromptError within the time limit
+    and a bounded amount of memory; end to end, /api/chat answers with a clear error."""
+    import time
+    import tracemalloc
+
+    from runtime.prompt import JinjaLimits, JinjaRenderer, PromptError
+    from tests.conftest import HOST
+    from tests.ollama_layout import write_model
+    from tests.tinymodel import tiny_gguf_bytes
+
+    msgs = [{"role": "user", "content": "x"}] * 1001
+    big = "{% set s = 'x ' * 1000000 %}"
+    attacks = {
+        "nested range": "{% for i in range(99999) %}{% for j in range(99999) %}{{ j }}{% endfor %}{% endfor %}",
+        "macro loops": ("{% macro f() %}{% for i in range(99999) %}{% endfor %}{% endmacro %}"
+                        "{% for i in range(99999) %}{{ f() }}{% endfor %}"),
+        "join separator": "{{ range(99999)|join('x' * 100000) }}",
+        "join lazy": "{{ range(1000)|map('string')|join('x' * 1000000) }}",
+        "str.join lazy": "{{ ('x' * 1000000).join(range(1000)|map('string')) }}",
+        "join of a repeated list": "{{ (range(99999)|list * 40)|join(',') }}",
+        "repetition": "{{ ('abc' * 1000000) * 2 }}",
+        "replace growth": big + "{{ s|replace('x', 'xxxxxxxxxx')|replace('x', 'xxxxxxxxxx') }}",
+        "str.replace growth": big + "{{ s.replace(' ', 'xxxxxxxxxx').replace('x', 'yyyyyyyyyy') }}",
+        "macro recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "macro fan-out": "{% macro f(n) %}{% if n < 40 %}{{ f(n + 1) }}{{ f(n + 1) }}{% endif %}{% endmacro %}{{ f(0) }}",
+        "set doubling ~": DOUBLING,
+        "set doubling +": "{% set s = 'x' * 1000000 %}" + "{% set s = s + s %}" * 14,
+        "list doubling": "{% set a = range(99999)|list %}" + "{% set a = a + a %}" * 12,
+        "many big values": ("{% set ns = namespace(l=[]) %}{% for i in range(99999) %}"
+                            "{% set ns.l = ns.l + ['x' * 100000] %}{% endfor %}"),
+        "lipsum": "{{ lipsum(100000) }}",
+        "title": big + "{{ s|title }}",
+        "striptags": "{{ ('<a>' * 1300000)|striptags }}",
+        "wordwrap": big + "{{ s|wordwrap(1) }}",
+        "urlize": "{{ ('www.a.com ' * 400000)|urlize }}",
+    }
+    limits = JinjaLimits(max_seconds=0.5)
+    for what, source in attacks.items():
+        tracemalloc.start()
+        t0 = time.monotonic()
+        with pytest.raises(PromptError, match="limit|too long|too large|recursion") as caught:
+            JinjaRenderer(source, limits=limits).render(msgs, None, None)
+        took = time.monotonic() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 160 * 2**20, (what, peak // 2**20)
+        assert took < 3.0, (what, took, str(caught.value))
+
+    root = tmp_path / "models"
+    write_model(root, (HOST, "library", "doubling", "latest"), tiny_gguf_bytes(chat_template=DOUBLING))
+    settings = Settings(models=root, host="127.0.0.1", port=free_port())
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        r = c.post("/api/chat", json={"model": "doubling", "messages": msgs[:2], "stream": False})
+        assert r.status_code in (400, 500) and "limit" in r.json()["error"], r.text
+        assert c.get("/api/version").status_code == 200
+
+
 # --- item 7 -------------------------------------------------------------------------------
 
 
