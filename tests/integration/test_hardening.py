@@ -3,6 +3,7 @@ and that nothing was changed or lost."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,6 +225,32 @@ def big_array_gguf(n: int) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _pinging(url: str) -> Iterator[list[float]]:
+    """GET /api/version every 20 ms while the block runs; yields how long each took."""
+    import threading
+    import time
+
+    stalls: list[float] = []
+    done = threading.Event()
+
+    def ping() -> None:
+        with httpx.Client(base_url=url, timeout=60) as p:
+            while not done.is_set():
+                t = time.monotonic()
+                p.get("/api/version")
+                stalls.append(time.monotonic() - t)
+                time.sleep(0.02)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    try:
+        yield stalls
+    finally:
+        done.set()
+        pinger.join()
+
+
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -256,16 +283,6 @@ def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path)
             assert c.post("/api/show", json={"model": "big"}).status_code == 200
         assert (time.monotonic() - t0) / 5 < 0.5
 
-        stalls: list[float] = []
-        done = threading.Event()
-
-        def ping() -> None:
-            with httpx.Client(base_url=srv.url, timeout=60) as p:
-                while not done.is_set():
-                    t = time.monotonic()
-                    p.get("/api/version")
-                    stalls.append(time.monotonic() - t)
-                    time.sleep(0.02)
 
         results: list[httpx.Response] = []
 
@@ -273,15 +290,12 @@ def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path)
             with httpx.Client(base_url=srv.url, timeout=120) as v:
                 results.append(v.post("/api/show", json={"model": "big", "verbose": True}))
 
-        pinger = threading.Thread(target=ping)
-        pinger.start()
-        shows = [threading.Thread(target=verbose) for _ in range(5)]
-        for t in shows:
-            t.start()
-        for t in shows:
-            t.join()
-        done.set()
-        pinger.join()
+        with _pinging(srv.url) as stalls:
+            shows = [threading.Thread(target=verbose) for _ in range(5)]
+            for t in shows:
+                t.start()
+            for t in shows:
+                t.join()
         assert [r.status_code for r in results] == [200] * 5
         info = results[0].json()["model_info"]
         assert len(info["test.big_a"]) == SHOW_ARRAY_LIMIT < n  # verbose arrays are cut
@@ -300,7 +314,6 @@ def test_item03_show_reads_the_summary_made_at_create_and_never_parses_the_heade
     shows (verbose and not) answer from it. The blob's header is then broken on disk, so a
     show that parsed it again would lose model_info (checked last, with the summary gone)."""
     import threading
-    import time
 
     from api.show import SHOW_ARRAY_LIMIT
     from store.digest import Digest
@@ -337,16 +350,6 @@ def test_item03_show_reads_the_summary_made_at_create_and_never_parses_the_heade
     with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
         assert srv.proc is not None
         base_rss = _peak_rss_mib(srv.proc.pid)
-        stalls: list[float] = []
-        done = threading.Event()
-
-        def ping() -> None:
-            with httpx.Client(base_url=srv.url, timeout=60) as p:
-                while not done.is_set():
-                    t = time.monotonic()
-                    p.get("/api/version")
-                    stalls.append(time.monotonic() - t)
-                    time.sleep(0.02)
 
         results: list[tuple[bool, httpx.Response]] = []
 
@@ -354,15 +357,12 @@ def test_item03_show_reads_the_summary_made_at_create_and_never_parses_the_heade
             with httpx.Client(base_url=srv.url, timeout=120) as v:
                 results.append((verbose, v.post("/api/show", json={"model": "big", "verbose": verbose})))
 
-        pinger = threading.Thread(target=ping)
-        pinger.start()
-        shows = [threading.Thread(target=show, args=(i % 2 == 0,)) for i in range(10)]
-        for t in shows:
-            t.start()
-        for t in shows:
-            t.join()
-        done.set()
-        pinger.join()
+        with _pinging(srv.url) as stalls:
+            shows = [threading.Thread(target=show, args=(i % 2 == 0,)) for i in range(10)]
+            for t in shows:
+                t.start()
+            for t in shows:
+                t.join()
         assert len(results) == 10
         for verbose, r in results:
             assert r.status_code == 200, r.text[:300]
