@@ -303,7 +303,7 @@ class SummaryStore:
                 if not self.exists(layer.digest):
                     self.ensure(layer)
             except Exception as exc:  # noqa: BLE001 - a summary never fails a model write
-                log.warning("no show summary for %s: %s", layer.digest, exc)
+                log.info("no show summary for %s: %s", layer.digest, exc)
 
     def discard(self, digest: Digest) -> None:
         with self._lock:
