@@ -300,7 +300,8 @@ class SummaryStore:
             if ollama_media_type(layer) not in SUMMARIZED_MEDIA_TYPES or is_packed(layer):
                 continue  # a packed layer is unpacked (and summarized) when first used
             try:
-                if not self.exists(layer.digest):
+                key = self._store.blobs.key(layer.digest)
+                if not self.exists(layer.digest) and self.driver.read(key, 0, 4) == b"GGUF":
                     self.ensure(layer)
             except Exception as exc:  # noqa: BLE001 - a summary never fails a model write
                 log.info("no show summary for %s: %s", layer.digest, exc)
