@@ -446,6 +446,31 @@ def test_item03_show_summaries_on_any_driver_made_once_and_collected_with_their_
     assert str(digest) in store.get(name).raw.decode() and "summar" not in store.get(name).raw.decode()
 
 
+def test_item03_a_pull_stores_the_show_summary(tmp_path: Path) -> None:
+    """/api/pull from a registry ends in Store.put_manifest, which summarizes the model's
+    GGUF layer; show then answers from the summary even with the blob's header broken."""
+    from store.digest import Digest
+    from store.summary import summary_key
+    from tests.fake_registry import FakeRegistry
+    from tests.registries import make_model
+    from tests.tinymodel import tiny_gguf_bytes
+
+    weights = tiny_gguf_bytes()
+    settings = Settings(models=tmp_path / "models", host="127.0.0.1", port=free_port())
+    with FakeRegistry() as reg, ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        m = make_model(weights)
+        reg.add_model("alice/tiny", "latest", m.blobs, m.manifest)
+        r = c.post("/api/pull", json={"model": f"{reg.host}/alice/tiny", "insecure": True, "stream": False})
+        assert r.status_code == 200, r.text
+        digest = Digest.of_bytes(weights)
+        assert (tmp_path / "models" / summary_key(digest)).is_file()
+        with (tmp_path / "models" / "blobs" / digest.filename).open("r+b") as f:
+            f.write(b"XXXX")
+        for verbose in (False, True):
+            r = c.post("/api/show", json={"model": f"{reg.host}/alice/tiny", "verbose": verbose})
+            assert r.status_code == 200 and r.json()["model_info"]["general.architecture"] == "llama"
+
+
 # --- item 5 -------------------------------------------------------------------------------
 
 
