@@ -48,10 +48,11 @@ OCI_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:\.|__|_|-+)[a-z0-9]+)*")
 # distribution's limit on a repository name, slashes included.
 OCI_NAME_MAX = 255
 # Stands for '/' in the stored model directory of a name deeper than `<namespace>/<model>`
-# (`org/team/model` is kept at `manifests/<host>/org/team~model/<tag>`). Neither grammar
-# allows it in a part, so a stored name decodes one way only, ollama skips such a
-# directory as an invalid name, and it needs no escaping in a URL or an object key.
-DEEP_SEPARATOR = "~"
+# (`org/team/model` is kept at `manifests/<host>/org/team:model/<tag>`). Neither grammar
+# allows it in a namespace, model or OCI component, so a stored name decodes one way only
+# and ollama skips such a directory as an invalid name; it is the one such character the
+# storage drivers accept in a path component (host directories already hold `host:port`).
+DEEP_SEPARATOR = ":"
 
 
 def model_dir(model: str) -> str:
@@ -205,7 +206,7 @@ class ModelName:
 
         For an OCI name deeper than two components the model directory holds the rest of
         the path with `DEEP_SEPARATOR` for each '/' (`org/team/model` ->
-        `org/team~model`); no part is ever empty, `.`, `..` or holds a '/'."""
+        `org/team:model`); no part is ever empty, `.`, `..` or holds a '/'."""
         if self.is_valid:
             return PurePosixPath(self.host, self.namespace, self.model, self.tag)
         if self.is_oci:
