@@ -177,6 +177,22 @@ class BlobDownload:
         # Bytes per second each worker's stream managed over its last request: sizes the next.
         self._rate: dict[int, float] = {}
         self._started = 0.0
+        # Set once the bytes hash to the digest, before the (slower) fsync and rename: a
+        # reader relaying the download (the mirror) may hand out the last byte from then on.
+        self.verified = asyncio.Event()
+        self._changed: asyncio.Future[None] | None = None
+
+    # -- watching it (the mirror's relay) ---------------------------------------------
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future done at the next progress: bytes written, verified, or started over."""
+        if self._changed is None or self._changed.done():
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
 
     # -- the whole life ---------------------------------------------------------------
 
@@ -194,6 +210,8 @@ class BlobDownload:
             for fresh in (False, True):
                 got = await self._download_and_hash()
                 if got == self.digest:
+                    self.verified.set()
+                    self._notify()
                     break
                 if fresh or not self.stats.resumed_bytes:
                     await _blocking(self._discard)
@@ -203,6 +221,7 @@ class BlobDownload:
                 log.warning("%s: resumed download did not verify; downloading it again",
                             self.digest.short)
                 await _blocking(self._restart)
+                self._notify()
             await _blocking(self._commit)
         finally:
             self._states.close()
@@ -598,6 +617,7 @@ class BlobDownload:
                     self.completed += written
                     self._save(part)
                     self._offer(in_flight[0], in_flight[1], written)
+                    self._notify()
 
         try:
             # Re-read the part's end each time: a steal may shrink it below our request's end.
@@ -656,6 +676,7 @@ class BlobDownload:
                     self.completed += reached - p.completed
                     p.completed = reached
                     self._save(p)
+                    self._notify()
                 if reached < p.size:
                     break
                 index += 1
