@@ -266,6 +266,17 @@ OPS_SERVERS = (
 )
 
 
+def measure_ops(lines: dict[str, Line], s: Server, seed: tuple[str, str], loadgen: Path,
+                concurrency: int, seconds: float) -> None:
+    """The manifest GET and blob HEAD lines for one server, on its seeded manifest."""
+    tag, layer = seed
+    measure(lines["manifest"], s, lambda: rps(
+        loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", concurrency, seconds,
+        [f"Accept: {DOCKER_MANIFEST}"]))
+    measure(lines["head"], s, lambda: rps(
+        loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", concurrency, seconds, []))
+
+
 def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, object]:
     """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth.
 
@@ -281,13 +292,7 @@ def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, ob
         for r in range(args.ops_rounds):
             shift = r % len(servers)
             for s in servers[shift:] + servers[:shift]:
-                tag, layer = seeds[s.name]
-                measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
-                    loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
-                    args.ops_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
-                measure(lines["head"], s, lambda s=s, layer=layer: rps(
-                    loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
-                    args.ops_seconds, []))
+                measure_ops(lines, s, seeds[s.name], loadgen, args.concurrency, args.ops_seconds)
     finally:
         for s in servers:
             s.stop()
@@ -410,13 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                             measure(lines[dkey], s, down)
                     delete_blob(s, "bench/blobs", digest)
                 if loadgen is not None:
-                    tag, layer = seeds[s.name]
-                    measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
-                        loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
-                        args.rps_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
-                    measure(lines["head"], s, lambda s=s, layer=layer: rps(
-                        loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
-                        args.rps_seconds, []))
+                    measure_ops(lines, s, seeds[s.name], loadgen, args.concurrency, args.rps_seconds)
         for s in servers:
             s.stop()
         ops = ops_run(work, loadgen, args) if loadgen is not None else None
