@@ -262,6 +262,7 @@ def test_tags_are_rechecked_upstream_only_after_the_ttl(tmp_path, tiny_f16):
                 assert len(asked) == expected, (ttl, proxy.requests)
 
 
+@pytest.mark.slow
 def test_a_relayed_blob_ends_once_verified_without_waiting_for_the_fsync(tmp_path, tiny_f16, monkeypatch):
     """The last byte is held for the digest check only: a slow fsync and rename of the
     mirror's copy (here made 1.5 s slower) is not on a cold pull's path."""

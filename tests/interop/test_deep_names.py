@@ -22,11 +22,14 @@ from store.store import Store
 from tests.integration.test_formats import push_dmr, push_modelpack
 from tests.registry_support import (
     OCI_MANIFEST,
+    STORAGES,
     digest_of,
     files_under,
     oci_error,
     raw_request,
     registry,
+    storage_spec,
+    stored_files,
 )
 
 DEEP = ("org/team/model", "a/b/c/d")
@@ -65,8 +68,10 @@ def _push_artifact(url: str, repo: str, tag: str, layer: bytes, layer_type: str 
     return raw
 
 
-def test_deep_names_push_pull_list_catalog_mount_referrers_and_delete(tmp_path, tiny_f16, tiny_q8):
-    with registry(tmp_path / "server", anonymous_push=True) as srv:
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", STORAGES)
+def test_deep_names_push_pull_list_catalog_mount_referrers_and_delete(tmp_path, tiny_f16, tiny_q8, storage):
+    with registry(tmp_path / "server", anonymous_push=True, storage=storage_spec(storage)) as srv:
         url = srv.url
         pushed = {}
         for repo in DEEP:
@@ -80,9 +85,9 @@ def test_deep_names_push_pull_list_catalog_mount_referrers_and_delete(tmp_path, 
             assert httpx.get(f"{url}/v2/{repo}/blobs/{digest_of(layer)}").content == layer
             assert httpx.get(f"{url}/v2/{repo}/tags/list").json() == {"name": repo, "tags": ["v1"]}
         # Stored beside ollama's layout, never inside a path ollama's names could use.
-        stored = files_under(tmp_path / "server" / "manifests")
-        assert stored[f"{srv.host}/org/team:model/v1"] == pushed["org/team/model"][0]
-        assert stored[f"{srv.host}/a/b:c:d/v1"] == pushed["a/b/c/d"][0]
+        stored = stored_files(srv, "manifests")
+        assert stored[f"manifests/{srv.host}/org/team:model/v1"] == pushed["org/team/model"][0]
+        assert stored[f"manifests/{srv.host}/a/b:c:d/v1"] == pushed["a/b/c/d"][0]
         # The GC sees the manifests of deep names: their blobs are referenced.
         refs, complete = srv.store.referenced()
         assert complete and {digest_of(layer) for _, layer in pushed.values()} <= refs
