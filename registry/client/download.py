@@ -280,7 +280,8 @@ class BlobDownload:
         parts, changed = load_parts(self.root, self.digest, self.total, data_size)
         if not parts:
             o = self.options
-            parts = plan_parts(self.total, o.initial_parts, o.min_part_size, o.max_part_size)
+            parts = fine_tail(plan_parts(self.total, o.initial_parts, o.min_part_size, o.max_part_size),
+                              o.connections, o.tail_part_size)
             changed = True
         self.parts = parts
         self._order = sorted((p.offset, i) for i, p in enumerate(parts))
@@ -782,6 +783,22 @@ class BlobDownload:
                 raise ShortRead(f"partial file of {self.digest.short} is shorter than {end} bytes")
             self._hash.update(data)
             pos += len(data)
+
+
+def fine_tail(parts: list[Part], streams: int, size: int) -> list[Part]:
+    """`parts` (fresh, back to back) with the last `streams` of them re-cut into parts of
+    `size` bytes (see `TransferOptions.tail_part_size`), renumbered in order."""
+    if size <= 0 or not parts:
+        return parts
+    keep = parts[: max(len(parts) - streams, 0)]
+    offset = keep[-1].end if keep else 0
+    total = parts[-1].end
+    out = list(keep)
+    while offset < total:
+        n = min(size, total - offset)
+        out.append(Part(len(out), offset, n))
+        offset += n
+    return out
 
 
 async def _blocking(fn: Callable[..., T], *args: object) -> T:
