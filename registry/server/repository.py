@@ -47,6 +47,7 @@ from store.manifest import (
     parse_index,
     parse_manifest,
 )
+from store.names import model_dir
 from store.store import MissingBlobs
 
 if TYPE_CHECKING:
@@ -356,7 +357,7 @@ class LocalRepository:
         return await asyncio.to_thread(fn, *args)
 
     def link_path(self, digest: Digest) -> str:
-        return f"{LINKS}/{self.name.namespace.lower()}/{self.name.model.lower()}/{digest.filename}"
+        return f"{LINKS}/{self.name.namespace.lower()}/{model_dir(self.name.model.lower())}/{digest.filename}"
 
     def member(self, digest: Digest) -> bool:
         """Whether `digest` belongs to this repository: linked by an upload or mount, or

@@ -101,7 +101,7 @@ def test_unknown_paths_and_methods_get_oci_errors(srv):
     status, headers, body = raw_request(srv, "POST", "/v2/alice/mario/manifests/v1", b"")
     assert status == 405 and oci_error(body) == ["UNSUPPORTED"]
     assert "PUT" in headers["allow"]
-    status, _, body = raw_request(srv, "GET", "/v2/a/b/c/manifests/latest")
+    status, _, body = raw_request(srv, "GET", "/v2/a/B/c/manifests/latest")
     assert status == 400 and oci_error(body) == ["NAME_INVALID"]
 
 
