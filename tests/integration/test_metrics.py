@@ -157,7 +157,9 @@ def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan, tmp_path)
 
 def test_health_and_readiness(server, ollama_store):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
-    r = httpx.get(server.url + "/readyz")
+    deadline = time.monotonic() + 20  # the startup work runs in the background: ready soon
+    while (r := httpx.get(server.url + "/readyz")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert r.status_code == 200 and r.json()["status"] == "ready"
     away = ollama_store.with_name("moved-away")
     ollama_store.rename(away)
