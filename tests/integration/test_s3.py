@@ -107,6 +107,61 @@ def test_two_replicas_on_one_bucket(tmp_path):
         b.stop()
 
 
+@pytest.mark.slow
+def test_replicas_share_the_authorized_keys_through_the_bucket(tmp_path, tiny_f16):
+    """Replica A has --authorized-keys FILE, replica B none: the keys live in the bucket.
+    A key added to A's file is accepted for a push through B; a key removed from it is
+    refused by both; a replica restarted with an older file keeps the newer stored keys."""
+    from tests.ollama_go_client import OllamaError
+
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
+    storage = s3_url()
+    fast = {"storage": storage, "keys_check_s": 0.1, "prune_on_start": False}
+    with registry(tmp_path / "a", authorized_keys=keys, **fast) as a, registry(tmp_path / "b", **fast) as b:
+        bob_b64 = ssh_wire_b64(bob)
+
+        def knows(srv) -> bool:  # noqa: ANN001
+            found = srv.registry_state.authorized_keys()
+            return found is not None and found.knows(bob_b64)
+
+        def push(srv, model: str) -> None:  # noqa: ANN001
+            name = local_model(tmp_path / "c", srv.host, "bob", model, "v1", tiny_f16)
+            go_client(tmp_path / "c", bob).push(name)
+
+        with pytest.raises(OllamaError, match="^403: "):
+            push(b, "first")  # B knows the stored keys (alice only): bob is refused
+        time.sleep(0.05)
+        authorized_keys(keys, (alice, "alice"), (bob, "bob"))  # the edit, on A's file
+        assert _wait(lambda: knows(b), 20)
+        push(b, "second")
+        assert httpx.get(f"{b.url}/v2/bob/second/tags/list").json()["tags"] == ["v1"]
+
+        time.sleep(0.05)
+        authorized_keys(keys, (alice, "alice"))  # bob removed
+        assert _wait(lambda: not knows(a) and not knows(b), 20)
+        for srv in (a, b):
+            with pytest.raises(OllamaError, match="^403: "):
+                push(srv, "third")
+
+    # An older file on a replica that starts later does not undo the newer stored keys.
+    old = authorized_keys(tmp_path / "old_keys", (alice, "alice"), (bob, "bob"))
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    with registry(tmp_path / "c2", authorized_keys=old, **fast) as c:
+        keys_now = c.registry_state.authorized_keys()
+        assert keys_now is not None and not keys_now.knows(bob_b64)
+
+
+def _wait(cond, timeout: float) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
 def _token_request(srv: ServeProcess, key: Ed25519PrivateKey, host: str,
                    nonce: str = "replayreplayreplayrepl") -> tuple[int, str]:
     client = go_client(Path("/nonexistent"), key)
