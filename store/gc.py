@@ -170,7 +170,7 @@ class _Sweeper:
                             continue  # re-used (HEAD, mount, upload) since we looked
                     except LookupError:
                         continue
-                    if not self.dry_run and not store.blobs.delete(digest):
+                    if not self.dry_run and not store.blobs.delete(digest, size):
                         continue
                     self.report.removed_blobs.append(digest)
                     self.report.freed_bytes += size

@@ -221,6 +221,11 @@ class ManifestStore:
             snapshot = [StoredManifest(e.name, e.key, e.mtime, e.size) for _, e in sorted(index.entries.items())]
         yield from snapshot
 
+    def count(self) -> int:
+        """How many manifests are stored (from the index)."""
+        with self._lock:
+            return len(self.index().entries)
+
     def find(self, name: ModelName) -> StoredManifest | None:
         """The stored manifest matching `name` case-insensitively, exact spelling first."""
         exact = manifest_key(name)
