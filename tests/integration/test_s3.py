@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -151,6 +152,66 @@ def test_replicas_share_the_authorized_keys_through_the_bucket(tmp_path, tiny_f1
     with registry(tmp_path / "c2", authorized_keys=old, **fast) as c:
         keys_now = c.registry_state.authorized_keys()
         assert keys_now is not None and not keys_now.knows(bob_b64)
+
+
+@pytest.mark.slow
+def test_a_model_on_s3_runs_from_the_local_cache(tmp_path):
+    """`--storage s3://... --cache-dir --cache-size`: models created from blobs uploaded to
+    the server run; the weights are materialized in the cache and verified by digest; a
+    cache with room for two models evicts the least recently used copy, but never the one a
+    loaded runner has open."""
+    from api.settings import Settings
+    from tests.servers import ThreadedServer
+    from tests.tinymodel import tiny_gguf_bytes
+
+    weights = {m: tiny_gguf_bytes(seed=i) for i, m in enumerate(("a", "b", "c"), start=1)}
+    size = len(weights["a"])
+    assert {len(w) for w in weights.values()} == {size}
+    storage = s3_url()
+    settings = Settings(models=tmp_path / "scratch", host="127.0.0.1", port=free_port(),
+                        storage=storage, cache_dir=tmp_path / "creating", prune_on_start=False)
+    with ThreadedServer(settings) as srv:  # the models are created through one server...
+        for m, data in weights.items():
+            assert httpx.post(f"{srv.url}/api/blobs/{digest_of(data)}", content=data).status_code == 201
+            r = httpx.post(f"{srv.url}/api/create", timeout=60, json={
+                "model": m, "files": {f"{m}.gguf": digest_of(data)}, "stream": False})
+            assert r.status_code == 200, r.text
+    cache = tmp_path / "cache"  # ...and run by another, with a cache room for two of them
+    settings = replace(settings, port=free_port(), cache_dir=cache, cache_size=2 * size + size // 2)
+    with ThreadedServer(settings) as srv:
+        c = httpx.Client(base_url=srv.url, timeout=120)
+
+        def generate(m: str, keep_alive: str | int) -> None:
+            r = c.post("/api/generate", json={"model": m, "prompt": "hi", "stream": False,
+                                              "keep_alive": keep_alive, "options": {"num_predict": 4}})
+            assert r.status_code == 200, r.text
+            assert r.json()["done"] is True and r.json()["model"] == m
+
+        def cached() -> dict[str, bytes]:
+            return {m: (cache / "blobs" / digest_of(w).replace(":", "-")).read_bytes()
+                    for m, w in weights.items() if (cache / "blobs" / digest_of(w).replace(":", "-")).exists()}
+
+        def loaded() -> list[str]:
+            return [x["name"] for x in c.get("/api/ps").json()["models"]]
+
+        assert not (cache / "blobs").exists()  # nothing materialized before a model runs
+        generate("a", "10m")  # a stays loaded: its runner holds the cached file open
+        assert cached() == {"a": weights["a"]}  # materialized, and the bytes are the blob's
+        generate("b", 0)
+        assert _wait(lambda: loaded() == ["a:latest"], 30)
+        assert set(cached()) == {"a", "b"}
+        generate("c", 0)  # over the size: a is the least recently used, but open
+        assert _wait(lambda: loaded() == ["a:latest"], 30)
+        now = cached()
+        assert set(now) == {"a", "c"} and now["c"] == weights["c"]
+        generate("a", "10m")  # still served from its cached copy
+
+        generate("a", 0)  # unload a: now nothing is open
+        assert _wait(lambda: loaded() == [], 30)
+        generate("b", 0)  # over the size again: the least recently used copy goes
+        assert _wait(lambda: loaded() == [], 30)
+        assert set(cached()) == {"a", "b"}  # c: its last use is older than a's
+        c.close()
 
 
 def _wait(cond, timeout: float) -> bool:  # noqa: ANN001
