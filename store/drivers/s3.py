@@ -68,6 +68,20 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _new_client(**kwargs: Any) -> Any:
+    """An S3 client from one boto3 session per process: a session loads the service model
+    and resolves credentials once (a fresh session per client costs about 0.2 s)."""
+    global _SESSION
+    with _SESSION_LOCK:  # sessions are not safe to create clients from concurrently
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION.client("s3", **kwargs)
+
+
 class S3Driver(StorageDriver):
     name = "s3"
 
@@ -92,9 +106,7 @@ class S3Driver(StorageDriver):
                 read_timeout=60,
                 max_pool_connections=32,
             )
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config
-            )
+            client = _new_client(endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
         self.client = client
         self._active: dict[str, _S3Writer] = {}
         self._lock = threading.Lock()
