@@ -405,6 +405,13 @@ class S3Driver(StorageDriver):
             op, Params={"Bucket": self.bucket, "Key": self._key(path)}, ExpiresIn=expires_in
         )
 
+    def put_content(self, path: str, data: bytes) -> None:
+        """One PUT: an object store publishes a whole object atomically (readers see the old
+        bytes or the new, never a part), so a small file needs no staging, lock or commit
+        round trips (manifests, links, the listing generation, token secret, keys)."""
+        validate_path(path)
+        self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
+
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Create `path` only if nothing is there (a conditional write); False if it was."""
         validate_path(path)
