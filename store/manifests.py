@@ -304,6 +304,15 @@ class ManifestStore:
             h = host.lower()
             return sorted({(e.name.namespace, e.name.model) for key, es in groups.items() if key[0] == h for e in es})
 
+    def of_namespace(self, host: str, namespace: str) -> list[StoredManifest]:
+        """Every manifest of one namespace under `host` (case-insensitive), from the index:
+        no walk, and no look at other namespaces' manifests."""
+        h, ns = host.lower(), namespace.lower()
+        with self._lock:
+            groups = self.index().by_repo()
+            found = [e for key, es in groups.items() if key[0] == h and key[1] == ns for e in es]
+        return [StoredManifest(e.name, e.key, e.mtime, e.size) for e in found]
+
     def tags_of(self, host: str, namespace: str, model: str) -> list[StoredManifest]:
         """The manifests of one repository (case-insensitive; the storage spelling that
         sorts first when several exist), sorted by tag."""
