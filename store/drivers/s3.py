@@ -31,6 +31,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -246,25 +247,23 @@ class S3Driver(StorageDriver):
     def list_files(self, path: str) -> list[FileInfo]:
         validate_path(path, allow_root=True)
         prefix = self._key(path) + "/" if path else self.prefix
-        out = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
+        pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix, Delimiter="/"
-        ):
-            for obj in page.get("Contents", []):
-                child = f"{path}/{obj['Key'][len(prefix):]}" if path else obj["Key"][len(prefix) :]
-                try:
-                    validate_path(child)
-                except ValueError:
-                    continue
-                out.append(FileInfo(child, obj["Size"], obj["LastModified"].timestamp()))
-        return sorted(out, key=lambda f: f.path)
+        )
+        return self._infos(path, prefix, (obj for page in pages for obj in page.get("Contents", [])))
 
     def walk_files(self, path: str) -> list[FileInfo]:
         validate_path(path, allow_root=True)
         prefix = self._key(path) + "/" if path else self.prefix
+        return self._infos(path, prefix, self._list_keys(prefix))
+
+    @staticmethod
+    def _infos(path: str, prefix: str, objects: Iterable[dict[str, Any]]) -> list[FileInfo]:
+        """Listed objects as FileInfo under `path` (keys that are no valid path skipped), sorted."""
         out = []
-        for obj in self._list_keys(prefix):
-            child = f"{path}/{obj['Key'][len(prefix):]}" if path else obj["Key"][len(prefix) :]
+        for obj in objects:
+            rel = obj["Key"][len(prefix) :]
+            child = f"{path}/{rel}" if path else rel
             try:
                 validate_path(child)
             except ValueError:

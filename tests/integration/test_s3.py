@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry.auth import parse_challenge
+from tests.integration.test_storage import _wait
 from tests.ollama_go_client import EMPTY_BODY_B64, ssh_wire_b64
 from tests.registry_support import (
     authorized_keys,
@@ -212,15 +213,6 @@ def test_a_model_on_s3_runs_from_the_local_cache(tmp_path):
         assert _wait(lambda: loaded() == [], 30)
         assert set(cached()) == {"a", "b"}  # c: its last use is older than a's
         c.close()
-
-
-def _wait(cond, timeout: float) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def _token_request(srv: ServeProcess, key: Ed25519PrivateKey, host: str,
