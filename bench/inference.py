@@ -84,8 +84,11 @@ class Server:
     def __init__(self, models: Path, threads: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The chat lines (and /v1, which cannot set num_ctx) get the same context length as
+        # the generate line's options, so all share one loaded runner: a different num_ctx
+        # would reload the model between the lines of every round.
         env = {**os.environ, "CORRAL_NUM_THREADS": str(threads), "CORRAL_DEFAULT_MODEL": "0",
-               "GGML_NO_BACKTRACE": "1", "CORRAL_KEEP_ALIVE": "-1"}
+               "GGML_NO_BACKTRACE": "1", "CORRAL_KEEP_ALIVE": "-1", "CORRAL_CONTEXT_LENGTH": "2048"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--models", str(models)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -285,6 +288,7 @@ def main() -> int:
         "corral_reported": {"prompt_tps": server_prompt_tps, "gen_tps": server_gen_tps},
         "paired": paired,
         "text_mismatches": mismatches,
+        "max_load_ms": max(s.server.get("load_duration", 0) for s in c) / 1e6,
         "chat": {
             "api_gen_tps": median([s.gen_tps for s in results["api_chat"]]),
             "v1_gen_tps": median([s.gen_tps for s in results["v1_chat"]]),
@@ -313,7 +317,8 @@ def main() -> int:
     print(f"| generation tokens/s, server's own counters | | {server_gen_tps:.1f} | |")
     print(f"| prompt tokens/s, server's own counters | | {server_prompt_tps:.1f} | |")
     print()
-    print(f"identical text from both sides in {args.rounds - mismatches}/{args.rounds} rounds")
+    print(f"identical text from both sides in {args.rounds - mismatches}/{args.rounds} rounds; "
+          f"longest model load inside a timed /api/generate: {report['max_load_ms']:.1f} ms")
     chat = report["chat"]
     print()
     print("| metric (median), same chat | corral /api/chat | corral /v1/chat/completions (SSE) | "

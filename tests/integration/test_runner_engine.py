@@ -96,3 +96,15 @@ def test_cancel_frees_the_slot_at_the_next_step(worker: Worker) -> None:
     assert all(s.request is None for s in worker.slots)
     last = worker.channel.messages[-1]  # type: ignore[attr-defined]
     assert last["id"] == 1 and last["done_reason"] == "cancel"
+
+
+def test_load_warms_up_and_leaves_the_cache_empty(worker: Worker) -> None:
+    import llama_cpp
+
+    # The warm-up decode ran at load (its cost is part of the load, not of a first request)...
+    assert worker.info["warmup_ns"] > 0
+    # ...and left nothing behind in any sequence: a first request computes what it would
+    # compute in a runner that never warmed up.
+    for slot in worker.slots:
+        assert slot.cache == []
+        assert llama_cpp.llama_memory_seq_pos_max(worker.mem, slot.seq) == -1
