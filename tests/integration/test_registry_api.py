@@ -311,6 +311,7 @@ def test_cross_repository_mount(srv):
 
 
 def test_uploads_survive_a_restart_and_hash_on_commit(tmp_path):
+    """Filesystem only: a restart over the same directory (S3: test_s3's replica test)."""
     data = os.urandom(20_000)
     models = tmp_path / "models"
     with registry(models, anonymous_push=True) as srv, _client(srv) as c:
@@ -326,6 +327,7 @@ def test_uploads_survive_a_restart_and_hash_on_commit(tmp_path):
 
 
 def test_abandoned_uploads_are_purged_but_not_live_ones(fs_srv):
+    """Filesystem only: it ages the staged files on disk."""
     srv = fs_srv
     from registry.server import REGISTRY, purge
 
@@ -524,6 +526,7 @@ def test_tags_and_catalog_pagination(srv):
 
 
 def test_models_in_the_store_under_other_hosts_are_not_repositories(fs_srv, tiny_f16):
+    """Filesystem only: models written in ollama's on-disk layout."""
     srv = fs_srv
     from tests.ollama_layout import write_model
 
@@ -539,7 +542,7 @@ def test_models_in_the_store_under_other_hosts_are_not_repositories(fs_srv, tiny
 
 def test_two_servers_on_one_store_share_sessions_and_tokens(tmp_path):
     """What several worker processes on one store need: upload state on disk, not in
-    memory, and one token secret."""
+    memory, and one token secret. (Filesystem: one directory; S3: test_s3's replicas.)"""
     from registry.auth import Scope
     from registry.server import REGISTRY
 
