@@ -195,11 +195,16 @@ def test_a_model_on_s3_runs_from_the_local_cache(tmp_path):
         def loaded() -> list[str]:
             return [x["name"] for x in c.get("/api/ps").json()["models"]]
 
+        def closed(m: str) -> bool:  # no process (a runner still exiting) has m's copy open
+            from store.cache import open_files
+
+            return str((cache / "blobs" / digest_of(weights[m]).replace(":", "-")).resolve()) not in open_files()
+
         assert not (cache / "blobs").exists()  # nothing materialized before a model runs
         generate("a", "10m")  # a stays loaded: its runner holds the cached file open
         assert cached() == {"a": weights["a"]}  # materialized, and the bytes are the blob's
         generate("b", 0)
-        assert _wait(lambda: loaded() == ["a:latest"], 30)
+        assert _wait(lambda: loaded() == ["a:latest"] and closed("b"), 30)
         assert set(cached()) == {"a", "b"}
         generate("c", 0)  # over the size: a is the least recently used, but open
         assert _wait(lambda: loaded() == ["a:latest"], 30)
@@ -208,7 +213,7 @@ def test_a_model_on_s3_runs_from_the_local_cache(tmp_path):
         generate("a", "10m")  # still served from its cached copy
 
         generate("a", 0)  # unload a: now nothing is open
-        assert _wait(lambda: loaded() == [], 30)
+        assert _wait(lambda: loaded() == [] and closed("a") and closed("c"), 30)
         generate("b", 0)  # over the size again: the least recently used copy goes
         assert _wait(lambda: loaded() == [], 30)
         assert set(cached()) == {"a", "b"}  # c: its last use is older than a's
