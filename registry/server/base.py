@@ -274,7 +274,7 @@ def require(request: web.Request, access: Access | None) -> str:
             error = "insufficient_scope"
     scope = access.scope if access is not None else ""
     message = "authentication required"
-    if access is not None and access.action in (PUSH, DELETE) and not state.config.pushes_possible:
+    if access is not None and access.action in (PUSH, DELETE) and not state.pushes_possible:
         message = (
             "this registry accepts no pushes: start corral serve with --authorized-keys FILE "
             "(or --anonymous-push on a trusted network)"

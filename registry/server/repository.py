@@ -431,10 +431,7 @@ class LocalRepository:
             refs, complete = store.referenced()
             if digest in refs or not complete or self._linked_elsewhere(digest):
                 return  # another repository or manifest still holds it
-            try:
-                driver.delete(blob_key(digest))
-            except PathNotFound:
-                pass
+            store.blobs.delete(digest)
 
     def _linked_elsewhere(self, digest: Digest) -> bool:
         driver = self.state.driver

@@ -32,7 +32,8 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def world(tmp_path):
-    """A server with one model, and sentinel files around and inside the store."""
+    """A server with one model, and sentinel files around and inside the store.
+    Filesystem only: these tests check that hostile paths write nothing on disk outside it."""
     models = tmp_path / "models"
     with registry(models, anonymous_push=True) as srv:
         config, layer = b"{}", b"weights"
