@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -40,6 +41,7 @@ from api.routes import (
     openai,
     transfer,
 )
+from api.routes.health import READINESS
 from api.routes.transfer import TRANSFER
 from api.settings import Settings
 from api.state import SETTINGS, STORE
@@ -96,7 +98,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(anthropic.routes)
     transfer.install(app)
     app.on_startup.append(_prepare_store)
-    app.cleanup_ctx.append(_online_gc)
+    app.cleanup_ctx.append(_background)
     app.on_startup.append(_announce_auth)
     registry_state.append(setup_registry(app, settings, store))
     _apply_limits(app, settings, registry_state[0])
@@ -148,15 +150,21 @@ def open_store(settings: Settings) -> Store:
 
 
 async def _prepare_store(app: web.Application) -> None:
-    store = app[STORE]
-    await asyncio.to_thread(store.ensure)
-    renamed = await asyncio.to_thread(fix_blob_names, store)
+    """Before the server answers: only what costs the same whatever the store holds."""
+    await asyncio.to_thread(app[STORE].ensure)
+
+
+def _startup_work(store: Store) -> None:
+    """After the server answers, in a thread: the work that grows with the store (a scan
+    of the blobs directory, the listing index over every manifest)."""
+    renamed = fix_blob_names(store)
     if renamed:
         log.info("renamed %d blobs to ollama's sha256-<hex> form", renamed)
+    store.manifests.load()
 
 
-def _gc_cycle(app: web.Application, store: Store, grace: float) -> None:
-    report = collect(store, grace)
+def _gc_cycle(app: web.Application, store: Store, grace: float, stop: threading.Event) -> None:
+    report = collect(store, grace, stop=stop)
     metrics.record_gc(app, report)
     if report.removed_blobs or report.removed_files:
         log.info(
@@ -165,22 +173,35 @@ def _gc_cycle(app: web.Application, store: Store, grace: float) -> None:
         )
 
 
-async def _online_gc(app: web.Application) -> AsyncIterator[None]:
-    """GC while serving: a first cycle right after startup (never before the server
-    answers), then one every `--gc-interval` seconds (0: only the startup cycle, which
-    `prune_on_start` / CORRAL_NOPRUNE turn off)."""
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The store's background work, none of it before the server answers: the startup
+    work (`/readyz` says `loading` until it is done), then GC while serving: a first cycle
+    right after it (never before the server answers), then one every `--gc-interval`
+    seconds (0: only the startup cycle, which `prune_on_start` / CORRAL_NOPRUNE turn off)."""
     settings = app[SETTINGS]
     store = app[STORE]
+    readiness = app[READINESS]
     first = settings.prune_on_start and not os.environ.get("CORRAL_NOPRUNE")
+    stop = threading.Event()
+    started = asyncio.Event()
+
+    async def startup() -> None:
+        try:
+            await asyncio.to_thread(_startup_work, store)
+        except Exception:
+            log.exception("startup work failed")
+        readiness.started = True
+        started.set()
 
     async def loop() -> None:
+        await started.wait()
         run = first
         if run:
-            await asyncio.sleep(STARTUP_GC_DELAY_S)  # let the server start listening first
+            await asyncio.sleep(STARTUP_GC_DELAY_S)  # let the first requests through first
         while True:
             if run:
                 try:
-                    await asyncio.to_thread(_gc_cycle, app, store, settings.gc_grace)
+                    await asyncio.to_thread(_gc_cycle, app, store, settings.gc_grace, stop)
                 except Exception:
                     log.exception("gc cycle failed")
             if settings.gc_interval <= 0:
@@ -191,6 +212,7 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
     async def rescan() -> None:
         if not store.is_local:
             return  # on shared remote storage every writer is a corral: the generation tells
+        await started.wait()
         while True:
             await asyncio.sleep(store.manifests.rescan_s)
             try:
@@ -198,8 +220,10 @@ async def _online_gc(app: web.Application) -> AsyncIterator[None]:
             except Exception:
                 log.exception("manifest rescan failed")
 
-    tasks = [asyncio.create_task(loop(), name="corral gc"), asyncio.create_task(rescan(), name="corral rescan")]
+    tasks = [asyncio.create_task(startup(), name="corral startup"),
+             asyncio.create_task(loop(), name="corral gc"), asyncio.create_task(rescan(), name="corral rescan")]
     yield
+    stop.set()
     for task in tasks:
         task.cancel()
     for task in tasks:

@@ -12,11 +12,9 @@ cached so a request costs two dictionary lookups and three atomic increments.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -38,8 +36,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TPS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
-_STORE_SCAN_TTL_S = 5.0
-_BLOB_NAME_LEN = len("sha256-") + 64
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -262,56 +258,27 @@ async def metered(app: web.Application, direction: str, model: str,
         await events.aclose()
 
 
-@dataclass
-class _StoreScan:
-    at: float = 0.0
-    blobs: int = 0
-    size: int = 0
-    manifests: int = 0
-
-
 class StateCollector(Collector):
     """Gauges read at scrape time from the store, the registry and the scheduler."""
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
-        self._scan = _StoreScan()
-        self._lock = threading.Lock()
-
-    def _store_scan(self) -> _StoreScan:
-        with self._lock:
-            if time.monotonic() - self._scan.at < _STORE_SCAN_TTL_S:
-                return self._scan
-            store = self._app[STORE]
-            scan = _StoreScan(at=time.monotonic())
-            try:
-                with os.scandir(store.blobs.dir) as entries:
-                    for entry in entries:
-                        if entry.name.startswith("sha256-") and len(entry.name) == _BLOB_NAME_LEN:
-                            try:
-                                scan.size += entry.stat(follow_symlinks=False).st_size
-                                scan.blobs += 1
-                            except OSError:
-                                continue
-            except OSError:
-                pass
-            scan.manifests = sum(1 for _ in store.manifests)
-            self._scan = scan
-            return scan
 
     def describe(self) -> list[Metric]:
         return []  # no collect() at registration: the app is not started yet
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._scan = _StoreScan()
-
     def collect(self) -> Iterator[Metric]:
-        scan = self._store_scan()
-        yield GaugeMetricFamily("corral_store_blobs", "Blobs in the store", value=scan.blobs)
-        yield GaugeMetricFamily("corral_store_bytes", "Bytes of blobs in the store", value=scan.size)
+        # From the store on its driver (any driver): counts it keeps current itself.
+        store = self._app[STORE]
+        try:
+            blobs = store.blobs.stats()
+        except (OSError, StoreError):
+            blobs = None
+        if blobs is not None:
+            yield GaugeMetricFamily("corral_store_blobs", "Blobs in the store", value=blobs.count)
+            yield GaugeMetricFamily("corral_store_bytes", "Bytes of blobs in the store", value=blobs.bytes)
         yield GaugeMetricFamily("corral_store_manifests", "Manifests (model tags) in the store",
-                                value=scan.manifests)
+                                value=store.manifests.count())
         registry = self._app.get(REGISTRY)
         if registry is not None:
             yield GaugeMetricFamily("corral_registry_upload_sessions",
@@ -356,6 +323,3 @@ def record_gc(app: web.Application, report: GCReport) -> None:
     metrics = app.get(METRICS)
     if metrics is not None:
         metrics.observe_gc(report)
-    collector = app.get(COLLECTOR)
-    if collector is not None:
-        collector.invalidate()

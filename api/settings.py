@@ -24,6 +24,7 @@ class Settings:
     # who may push, whether pulls need a token, and whether to trust X-Forwarded-*.
     registry_host: str | None = None
     authorized_keys: Path | None = None
+    keys_check_s: float = 2.0  # replicas on remote storage re-read the shared keys this often
     anonymous_push: bool = False
     private: bool = False
     trust_proxy: bool = False

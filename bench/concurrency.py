@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from servers import Server, free_port, start_corral  # noqa: E402
 
 from runtime import default_model  # noqa: E402
 from runtime.cpu import extra_buffers_choice  # noqa: E402
@@ -68,14 +69,6 @@ llama_cpp.llama_cpp.llama_model_default_params = params
 sys.argv = ["llama_cpp.server", *sys.argv[1:]]
 runpy.run_module("llama_cpp.server", run_name="__main__")
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prompt(level: int, client: int, n: int) -> str:
@@ -107,14 +100,10 @@ class Corral:
     name = "corral"
 
     def __init__(self, models: Path, threads: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "CORRAL_NUM_THREADS": str(threads), "CORRAL_DEFAULT_MODEL": "0",
-               "GGML_NO_BACKTRACE": "1", "CORRAL_KEEP_ALIVE": "-1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--models", str(models)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_up(self.url + "/api/version", self.proc, "corral serve")
+        self.server = start_corral(models, env={
+            "CORRAL_NUM_THREADS": str(threads), "CORRAL_DEFAULT_MODEL": "0", "GGML_NO_BACKTRACE": "1",
+            "CORRAL_KEEP_ALIVE": "-1"})
+        self.url = self.server.url
 
     async def request(self, http: httpx.AsyncClient, text: str, predict: int) -> Result:
         body = {"model": default_model.NAME, "prompt": text, "raw": True, "stream": True,
@@ -134,26 +123,23 @@ class Corral:
         return Result(count, (first or time.perf_counter()) - started)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.server.stop()
 
 
 class Peer(Corral):
     name = "llama_cpp.server"
 
     def __init__(self, model: str, threads: int) -> None:  # noqa: D107 - no super(): another server
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "GGML_NO_BACKTRACE": "1"}
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-c", PEER_WRAPPER, "--model", model, "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+             "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
              "--n_ctx", str(N_CTX), "--n_batch", "512", "--verbose", "false"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_up(self.url + "/v1/models", self.proc, "llama_cpp.server")
+        wait_up(self.url + "/v1/models", proc, "llama_cpp.server")
+        self.server = Server(self.name, self.url, proc)
 
     async def request(self, http: httpx.AsyncClient, text: str, predict: int) -> Result:
         body = {"prompt": text, "max_tokens": predict, "temperature": 0, "stream": True}

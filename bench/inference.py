@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,19 +42,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from servers import start_corral  # noqa: E402
+
 from runtime import default_model  # noqa: E402
 from store.store import Store  # noqa: E402
 
 WORDS = ("river mountain lantern copper meadow signal harbor velvet orchard quartz "
          "thunder pepper saddle marble compass willow ember falcon glacier ribbon").split()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prompt_text(round_no: int, words: int) -> str:
@@ -82,24 +75,13 @@ class Sample:
 
 class Server:
     def __init__(self, models: Path, threads: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         # The chat lines (and /v1, which cannot set num_ctx) get the same context length as
         # the generate line's options, so all share one loaded runner: a different num_ctx
         # would reload the model between the lines of every round.
-        env = {**os.environ, "CORRAL_NUM_THREADS": str(threads), "CORRAL_DEFAULT_MODEL": "0",
-               "GGML_NO_BACKTRACE": "1", "CORRAL_KEEP_ALIVE": "-1", "CORRAL_CONTEXT_LENGTH": "2048"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--models", str(models)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url + "/api/version", timeout=1).read()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("corral serve did not start")
+        self.server = start_corral(models, env={
+            "CORRAL_NUM_THREADS": str(threads), "CORRAL_DEFAULT_MODEL": "0", "GGML_NO_BACKTRACE": "1",
+            "CORRAL_KEEP_ALIVE": "-1", "CORRAL_CONTEXT_LENGTH": "2048"})
+        self.url = self.server.url
 
     def post(self, path: str, body: dict) -> urllib.request.Request:
         return urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
@@ -175,11 +157,7 @@ class Server:
         return Sample(first - started, prompt_tokens, gen_tokens, last - first), "".join(pieces)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.server.stop()
 
 
 def direct(llm: object, rendered: str, predict: int) -> tuple[Sample, str]:

@@ -42,7 +42,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -55,84 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+import servers as bench_servers
+from servers import ROOT, S3_KEYS, Server, cpu_seconds, free_port, start_docker_registry, wait_up
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of processes and their children that were waited for."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15]) / tick
-    return total
-
-
-def descendants(pid: int) -> list[int]:
-    out = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for child in children:
-        out.extend(descendants(int(child)))
-    return out
-
-
-@dataclass
-class Server:
-    name: str
-    url: str
-    proc: subprocess.Popen[bytes]
-    host: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.host = urlsplit(self.url).netloc
-
-    def pids(self) -> list[int]:
-        return descendants(self.proc.pid)
-
-    def conn(self) -> http.client.HTTPConnection:
-        host, port = self.host.split(":")
-        return http.client.HTTPConnection(host, int(port), timeout=300)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    parts = urlsplit(url)
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server {url} exited with {proc.returncode}")
-        try:
-            c = http.client.HTTPConnection(parts.hostname, parts.port, timeout=1)
-            c.request("GET", "/v2/")
-            if c.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server {url} did not come up")
-
-
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -155,45 +81,13 @@ def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, endpoint
 
 
-def start_docker_registry(work: Path, s3_endpoint: str | None = None) -> Server:
-    port = free_port()
-    config = work / "docker-registry.yml"
-    if s3_endpoint is None:
-        storage = f"storage:\n  filesystem:\n    rootdirectory: {work / 'docker'}\n  delete:\n    enabled: true\n"
-    else:
-        storage = (
-            "storage:\n  s3:\n"
-            f"    accesskey: {S3_KEYS['AWS_ACCESS_KEY_ID']}\n    secretkey: {S3_KEYS['AWS_SECRET_ACCESS_KEY']}\n"
-            f"    region: us-east-1\n    regionendpoint: {s3_endpoint}\n    bucket: docker-bench\n"
-            "    rootdirectory: /docker\n    secure: false\n    v4auth: true\n"
-            "  delete:\n    enabled: true\n  redirect:\n    disable: true\n"
-        )
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"{storage}"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server("docker-registry", f"http://127.0.0.1:{port}", proc)
-    wait_up(server.url, proc)
-    return server
-
-
 def start_corral(work: Path, name: str = "corral", extra: tuple[str, ...] = (),
                  s3_endpoint: str | None = None) -> Server:
-    port = free_port()
-    env = {**os.environ, "CORRAL_NOPRUNE": "1", **(S3_KEYS if s3_endpoint else {})}
-    cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--models", str(work / name), "--anonymous-push", *extra]
+    args = ["--anonymous-push", *extra]
     if s3_endpoint:
-        cmd += ["--storage", f"s3://corral-bench/corral?endpoint={s3_endpoint}&path_style=1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(name, f"http://127.0.0.1:{port}", proc)
-    wait_up(server.url, proc)
-    return server
+        args += ["--storage", f"s3://corral-bench/corral?endpoint={s3_endpoint}&path_style=1"]
+    return bench_servers.start_corral(work / name, *args, name=name,
+                                      env={"CORRAL_NOPRUNE": "1", **(S3_KEYS if s3_endpoint else {})})
 
 
 # --- operations ----------------------------------------------------------------------------
@@ -372,6 +266,17 @@ OPS_SERVERS = (
 )
 
 
+def measure_ops(lines: dict[str, Line], s: Server, seed: tuple[str, str], loadgen: Path,
+                concurrency: int, seconds: float) -> None:
+    """The manifest GET and blob HEAD lines for one server, on its seeded manifest."""
+    tag, layer = seed
+    measure(lines["manifest"], s, lambda: rps(
+        loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", concurrency, seconds,
+        [f"Accept: {DOCKER_MANIFEST}"]))
+    measure(lines["head"], s, lambda: rps(
+        loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", concurrency, seconds, []))
+
+
 def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, object]:
     """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth.
 
@@ -387,13 +292,7 @@ def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, ob
         for r in range(args.ops_rounds):
             shift = r % len(servers)
             for s in servers[shift:] + servers[:shift]:
-                tag, layer = seeds[s.name]
-                measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
-                    loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
-                    args.ops_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
-                measure(lines["head"], s, lambda s=s, layer=layer: rps(
-                    loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
-                    args.ops_seconds, []))
+                measure_ops(lines, s, seeds[s.name], loadgen, args.concurrency, args.ops_seconds)
     finally:
         for s in servers:
             s.stop()
@@ -516,13 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                             measure(lines[dkey], s, down)
                     delete_blob(s, "bench/blobs", digest)
                 if loadgen is not None:
-                    tag, layer = seeds[s.name]
-                    measure(lines["manifest"], s, lambda s=s, tag=tag: rps(
-                        loadgen, f"{s.url}/v2/bench/model/manifests/{tag}", "GET", args.concurrency,
-                        args.rps_seconds, [f"Accept: {DOCKER_MANIFEST}"]))
-                    measure(lines["head"], s, lambda s=s, layer=layer: rps(
-                        loadgen, f"{s.url}/v2/bench/model/blobs/{layer}", "HEAD", args.concurrency,
-                        args.rps_seconds, []))
+                    measure_ops(lines, s, seeds[s.name], loadgen, args.concurrency, args.rps_seconds)
         for s in servers:
             s.stop()
         ops = ops_run(work, loadgen, args) if loadgen is not None else None
@@ -646,8 +539,15 @@ def listing(args: argparse.Namespace) -> int:
             except OSError:
                 time.sleep(0.02)
         probes = []
+        ready = None  # /readyz answers 200 once the background startup work (index) is done
         while len(os.listdir(blobs)) > 2 and time.perf_counter() - t0 < 600:
             probes.append(_timed_get("127.0.0.1", port, "/api/version")[0])
+            if ready is None:
+                try:
+                    _timed_get("127.0.0.1", port, "/readyz")
+                    ready = time.perf_counter() - t0
+                except RuntimeError:
+                    pass  # 503: still loading
             time.sleep(0.05)
         swept = time.perf_counter() - t0
     finally:
@@ -657,6 +557,8 @@ def listing(args: argparse.Namespace) -> int:
     rows.append((f"startup with {args.blobs:,} unreferenced blobs: first /api/version", f"{up:.2f} s",
                  f"after process start; the same store without them: {baseline:.2f} s "
                  f"(difference {up - baseline:+.2f} s)", "1 s more"))
+    rows.append(("the same startup: `/readyz` ready (listing index loaded in the background)",
+                 "not seen" if ready is None else f"{ready:.2f} s", "after process start", ""))
     rows.append(("/api/version while the first GC cycle runs", f"max {max(probes or [0]) * 1000:.0f} ms",
                  f"{len(probes)} probes; all blobs gone {swept:.1f} s after start", "1 s"))
     load_after = os.getloadavg()

@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from servers import start_corral, start_docker_registry  # noqa: E402
+
 from registry.client import LayerProgress, TransferOptions, pull  # noqa: E402
 from store.digest import Digest  # noqa: E402
 from store.names import ModelName  # noqa: E402
@@ -53,33 +54,6 @@ from store.store import Store  # noqa: E402
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_registry(root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("docker-registry did not start")
 
 
 def _request(method: str, url: str, data: Any = None, headers: dict[str, str] | None = None) -> Any:
@@ -101,12 +75,12 @@ def upload(base: str, repo: str, path: Path, digest: str) -> None:
 
 
 def make_weights(path: Path, size: int) -> str:
-    """`size` bytes: one random MiB repeated, each MiB stamped with its index (fast to make)."""
-    block = os.urandom(1 << 20)
+    """`size` random bytes: incompressible, as quantized weights nearly are, so the zstd
+    bundle lines measure compression work and not a repeated block."""
     h = hashlib.sha256()
     with path.open("wb") as f:
         for i in range(0, size, 1 << 20):
-            piece = i.to_bytes(8, "little") + block[8 : min(1 << 20, size - i)]
+            piece = os.urandom(min(1 << 20, size - i))
             f.write(piece)
             h.update(piece)
     return "sha256:" + h.hexdigest()
@@ -134,40 +108,13 @@ def publish(base: str, work: Path, size: int) -> tuple[str, str]:
 
 
 OPTIONS = TransferOptions()
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_mirror(upstream: str, models: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`corral serve --mirror http://UPSTREAM` on a free port; returns it and its host."""
-    port = free_port()
-    env = {**os.environ, "CORRAL_DEFAULT_MODEL": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--models", str(models), "--mirror", f"http://{upstream}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=1):
-                return proc, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("corral serve --mirror did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def mirror_round(upstream: str, work: Path, run: int, digest: str) -> tuple[float, float]:
     """(cold, warm) seconds of corral pulls through a fresh mirror."""
-    proc, host = start_mirror(upstream, work / f"mirror-store-{run}")
+    mirror = start_corral(work / f"mirror-store-{run}", "--mirror", f"http://{upstream}",
+                          name="mirror", env={"CORRAL_DEFAULT_MODEL": "0"})
+    host = mirror.host
     try:
         times = []
         for kind in ("cold", "warm"):
@@ -177,7 +124,7 @@ def mirror_round(upstream: str, work: Path, run: int, digest: str) -> tuple[floa
             shutil.rmtree(dest, ignore_errors=True)
             os.sync()
     finally:
-        stop(proc)
+        mirror.stop()
         shutil.rmtree(work / f"mirror-store-{run}", ignore_errors=True)
     return times[0], times[1]
 
@@ -286,8 +233,8 @@ def main() -> int:
         peers["oras"] = False
 
     work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
-    proc, port = start_registry(work / "registry")
-    host = f"127.0.0.1:{port}"
+    upstream = start_docker_registry(work / "registry")
+    host = upstream.host
     results: dict[str, list[float]] = {"corral": [], "skopeo": [], "oras": []}
     mirror_runs: list[tuple[float, float, float]] = []  # (direct, cold, warm)
     bundle: dict[str, float] = {}
@@ -342,8 +289,7 @@ def main() -> int:
             os.sync()
         load_after = os.getloadavg()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        upstream.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     mib = args.size / (1 << 20)

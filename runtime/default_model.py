@@ -56,7 +56,7 @@ def ensure_default_model(store: Store) -> str | None:
     if not enabled():
         return None
     store.ensure()
-    if any(True for _ in store.manifests):
+    if not store.manifests.is_empty():
         return None  # not a fresh store: never add models next to the user's own
     name = ModelName.parse(NAME)
     try:

@@ -202,6 +202,8 @@ class InferenceService:
     def _parts_of(self, model: LocalModel) -> ModelParts:
         # Keyed by the manifest digest: the layers of one manifest never change.
         parts = self._parts.get(model.id)
+        if parts is not None and not self.store.is_local and not parts.still_cached():
+            parts = None  # a cached copy of a remote blob was evicted: materialize it again
         if parts is None:
             if len(self._parts) >= self.PARTS_CACHE:
                 self._parts.pop(next(iter(self._parts)))

@@ -24,9 +24,11 @@ import hashlib
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 INGEST_DIR = "ingest"
 REUSE_TOUCH_S = 60.0
+STATS_RESCAN_S = 300.0
 # Writes are batched so that hashing and disk I/O run off the event loop in few hops.
 _FLUSH_BYTES = 4 * 1024 * 1024
 _READ_BYTES = 4 * 1024 * 1024
@@ -78,6 +81,12 @@ def as_driver(root_or_driver: str | os.PathLike[str] | StorageDriver) -> Storage
     return FilesystemDriver(Path(root_or_driver))
 
 
+@dataclass(frozen=True, slots=True)
+class BlobStats:
+    count: int
+    bytes: int
+
+
 class BlobStore:
     """Blobs under the driver's `blobs/`, named by the one digest-to-key function.
 
@@ -107,6 +116,11 @@ class BlobStore:
         # Re-use restarts a blob's grace period when it is older than this (set from the
         # GC grace period: well inside it, and rarely, since a touch may cost a request).
         self.reuse_touch_s = REUSE_TOUCH_S
+        # Blob count and bytes (metrics): one listing, then kept by our own writes.
+        self.stats_rescan_s = STATS_RESCAN_S
+        self._stats: tuple[int, int] | None = None
+        self._stats_at = 0.0
+        self._stats_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -156,12 +170,48 @@ class BlobStore:
             raise BlobNotFound(f"blob {digest} has no local copy (no --cache-dir)")
         return self.cache.materialize(self, digest)
 
-    def delete(self, digest: Digest) -> bool:
+    def delete(self, digest: Digest, size: int | None = None) -> bool:
+        """Remove a blob; `size` (when the caller knows it) saves a stat for the stats."""
+        key = blob_key(digest)
+        if size is None and self._stats is not None:
+            try:
+                size = self.driver.stat(key).size
+            except PathNotFound:
+                return False
         try:
-            self.driver.delete(blob_key(digest))
-            return True
+            self.driver.delete(key)
         except PathNotFound:
             return False
+        self._count(-1, -(size or 0))
+        return True
+
+    # -- stats -----------------------------------------------------------------------
+
+    def stats(self) -> BlobStats:
+        """How many blobs the storage holds and their bytes, whatever the driver: one
+        listing of `blobs/` (sizes included: a paginated LIST on S3), repeated every
+        `stats_rescan_s` (for other processes' writes), and kept current in between by this
+        store's own publishes and deletes. Cheap enough to read at every metrics scrape."""
+        with self._stats_lock:
+            if self._stats is not None and time.monotonic() - self._stats_at < self.stats_rescan_s:
+                return BlobStats(*self._stats)
+        at = time.monotonic()
+        count = size = 0
+        for info in self.driver.list_files(BLOBS_DIR):
+            try:
+                Digest.from_filename(info.path.rsplit("/", 1)[1])
+            except ValueError:
+                continue  # a pull in progress, a staging file
+            count += 1
+            size += info.size
+        with self._stats_lock:
+            self._stats, self._stats_at = (count, size), at
+            return BlobStats(count, size)
+
+    def _count(self, blobs: int, size: int) -> None:
+        with self._stats_lock:
+            if self._stats is not None:
+                self._stats = (max(0, self._stats[0] + blobs), max(0, self._stats[1] + size))
 
     def touch(self, digest: Digest) -> None:
         self.driver.touch(blob_key(digest))
@@ -223,8 +273,12 @@ class BlobStore:
             self._drop(staged)
             self.driver.touch(target)
             return False
+        size = expected_size
+        if size is None and self._stats is not None:
+            size = self.driver.stat(staged).size
         self.driver.move(staged, target)
         self.driver.touch(target)  # the GC grace period counts from now
+        self._count(1, size or 0)
         return True
 
     def _hash(self, path: str) -> Digest:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -121,8 +122,10 @@ def _ingest_alive(store: Store, key: str, mtime: float, now: float, grace: float
 
 
 class _Sweeper:
-    def __init__(self, store: Store, grace: float, now: float, dry_run: bool) -> None:
+    def __init__(self, store: Store, grace: float, now: float, dry_run: bool,
+                 stop: threading.Event | None = None) -> None:
         self.store = store
+        self.stop = stop
         self.grace = grace
         self.now = now
         self.dry_run = dry_run
@@ -149,6 +152,8 @@ class _Sweeper:
                 continue
             candidates.append((digest, info.size))
         for i in range(0, len(candidates), BATCH):
+            if self.stop is not None and self.stop.is_set():
+                return  # the server is shutting down: the next cycle finishes the sweep
             with store.mutation():
                 current = store.manifests.change_token()
                 if current != generation:
@@ -166,7 +171,7 @@ class _Sweeper:
                             continue  # re-used (HEAD, mount, upload) since we looked
                     except LookupError:
                         continue
-                    if not self.dry_run and not store.blobs.delete(digest):
+                    if not self.dry_run and not store.blobs.delete(digest, size):
                         continue
                     self.report.removed_blobs.append(digest)
                     self.report.freed_bytes += size
@@ -286,9 +291,11 @@ def collect(
     now: float | None = None,
     *,
     dry_run: bool = False,
+    stop: threading.Event | None = None,
 ) -> GCReport:
-    """One online GC cycle: leftovers of dead writers, then unreferenced blobs."""
-    sweeper = _Sweeper(store, grace_seconds, time.time() if now is None else now, dry_run)
+    """One online GC cycle: leftovers of dead writers, then unreferenced blobs. Setting
+    `stop` ends the sweep after the batch in progress (a server shutting down)."""
+    sweeper = _Sweeper(store, grace_seconds, time.time() if now is None else now, dry_run, stop)
     with contextlib.suppress(PathNotFound):
         sweeper.ingests()
     sweeper.local_files()

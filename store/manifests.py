@@ -148,6 +148,43 @@ class ManifestStore:
                 index = self._index = self._rebuild(index)
             return index
 
+    def load(self) -> None:
+        """Build the index now, off the request path (the server does it in the background
+        after it starts listening), unless something built it already. The walk runs
+        without the lock, so requests are never held behind it."""
+        if self._index is not None:
+            return
+        built = self._rebuild(None)
+        with self._lock:
+            if self._index is None:
+                self._index = built
+
+    @property
+    def loaded(self) -> bool:
+        return self._index is not None
+
+    def is_empty(self) -> bool:
+        """Whether no manifest is stored, without building the index: stops at the first
+        manifest found (a few listings on any store)."""
+        index = self._index
+        if index is not None:
+            return not index.entries
+
+        def has_manifest(path: str, depth: int) -> bool:
+            try:
+                children = self.driver.list(path)
+            except PathNotFound:
+                return False
+            for child in children:
+                if depth == 4:
+                    if self.driver.exists(child):
+                        return True
+                elif has_manifest(child, depth + 1):
+                    return True
+            return False
+
+        return not has_manifest(MANIFESTS_DIR, 1)
+
     def change_token(self) -> tuple[bytes, int, int]:
         """Differs whenever a manifest may have changed since the last call (here or in
         another process): what a GC compares before deleting a batch."""
@@ -183,6 +220,11 @@ class ManifestStore:
             index = self.index()
             snapshot = [StoredManifest(e.name, e.key, e.mtime, e.size) for _, e in sorted(index.entries.items())]
         yield from snapshot
+
+    def count(self) -> int:
+        """How many manifests are stored (from the index)."""
+        with self._lock:
+            return len(self.index().entries)
 
     def find(self, name: ModelName) -> StoredManifest | None:
         """The stored manifest matching `name` case-insensitively, exact spelling first."""
@@ -261,6 +303,15 @@ class ManifestStore:
             groups = self.index().by_repo()
             h = host.lower()
             return sorted({(e.name.namespace, e.name.model) for key, es in groups.items() if key[0] == h for e in es})
+
+    def of_namespace(self, host: str, namespace: str) -> list[StoredManifest]:
+        """Every manifest of one namespace under `host` (case-insensitive), from the index:
+        no walk, and no look at other namespaces' manifests."""
+        h, ns = host.lower(), namespace.lower()
+        with self._lock:
+            groups = self.index().by_repo()
+            found = [e for key, es in groups.items() if key[0] == h and key[1] == ns for e in es]
+        return [StoredManifest(e.name, e.key, e.mtime, e.size) for e in found]
 
     def tags_of(self, host: str, namespace: str, model: str) -> list[StoredManifest]:
         """The manifests of one repository (case-insensitive; the storage spelling that

@@ -7,6 +7,7 @@ means the same model on both.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
@@ -37,6 +38,57 @@ def is_valid_part(kind: str, part: str) -> bool:
         return False
     allowed = _LATER[kind]
     return all(c in allowed for c in part[1:])
+
+
+# --- OCI repository names (distribution-spec), for /v2 artifacts beyond ollama's grammar ---
+
+# One path component: lower-case letters and digits, with single '.', '_' or '__', or runs
+# of '-', between them. So no component is empty, '.', '..' or holds a '/' or a '%'.
+OCI_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:\.|__|_|-+)[a-z0-9]+)*")
+# distribution's limit on a repository name, slashes included.
+OCI_NAME_MAX = 255
+# Stands for '/' in the stored model directory of a name deeper than `<namespace>/<model>`
+# (`org/team/model` is kept at `manifests/<host>/org/team:model/<tag>`). Neither grammar
+# allows it in a namespace, model or OCI component, so a stored name decodes one way only
+# and ollama skips such a directory as an invalid name; it is the one such character the
+# storage drivers accept in a path component (host directories already hold `host:port`).
+DEEP_SEPARATOR = ":"
+
+
+def model_dir(model: str) -> str:
+    """The directory (or key component) that stores `model`: itself, or for the rest of a
+    deeper OCI name, its components joined by `DEEP_SEPARATOR`."""
+    return model.replace("/", DEEP_SEPARATOR)
+
+
+def is_oci_repository(path: str) -> bool:
+    """Whether `path` is a repository name of the OCI distribution spec: components
+    matching `OCI_COMPONENT_RE` joined by '/', at most `OCI_NAME_MAX` characters."""
+    if not 1 <= len(path) <= OCI_NAME_MAX:
+        return False
+    return all(OCI_COMPONENT_RE.fullmatch(c) for c in path.split("/"))
+
+
+def split_repository(path: str) -> tuple[str, str] | None:
+    """(namespace, model) of a registry repository name, or None if it is not one.
+
+    ollama's `<namespace>/<model>` (any case, as ollama writes it) or a bare `<model>`
+    (meaning `library/<model>`); otherwise any OCI name of two or more components, split
+    after its first component (`org/team/model` -> ("org", "team/model")). A one-component
+    OCI name that ollama's grammar refuses (longer than 80 characters) is refused too: it
+    would mean `library/<name>`, which ollama cannot store.
+    """
+    parts = path.split("/")
+    if len(parts) == 1:
+        parts = [DEFAULT_NAMESPACE, parts[0]]
+        if not is_valid_part("model", parts[1]):
+            return None
+        return parts[0], parts[1]
+    if len(parts) == 2 and is_valid_part("namespace", parts[0]) and is_valid_part("model", parts[1]):
+        return parts[0], parts[1]
+    if is_oci_repository(path):
+        return parts[0], "/".join(parts[1:])
+    return None
 
 
 def _cut_last(s: str, sep: str) -> tuple[str, str, bool]:
@@ -97,12 +149,29 @@ class ModelName:
 
     @property
     def is_valid(self) -> bool:
+        """Valid in ollama's grammar (what `/api` and the CLI accept)."""
         return (
             is_valid_part("host", self.host)
             and is_valid_part("namespace", self.namespace)
             and is_valid_part("model", self.model)
             and is_valid_part("tag", self.tag)
         )
+
+    @property
+    def is_oci(self) -> bool:
+        """An OCI repository name that ollama's grammar refuses (`org/team/model`,
+        `my.org/model`): stored and served by the registry, never parsed from `/api`."""
+        return (
+            not self.is_valid
+            and is_valid_part("host", self.host)
+            and is_valid_part("tag", self.tag)
+            and "/" not in self.namespace
+            and is_oci_repository(self.repository)
+        )
+
+    @property
+    def is_storable(self) -> bool:
+        return self.is_valid or self.is_oci
 
     def key(self) -> tuple[str, str, str, str]:
         """What two names must share to be the same model (case-insensitive)."""
@@ -118,7 +187,7 @@ class ModelName:
 
     def display_shortest(self) -> str:
         """The form users see: default host and `library` left out, tag always shown."""
-        if self.host.lower() != DEFAULT_HOST:
+        if self.host.lower() != DEFAULT_HOST or self.is_oci:
             prefix = f"{self.host}/{self.namespace}/"
         elif self.namespace.lower() != DEFAULT_NAMESPACE:
             prefix = f"{self.namespace}/"
@@ -133,15 +202,25 @@ class ModelName:
         return replace(self, tag=tag)
 
     def relpath(self) -> PurePosixPath:
-        """`<host>/<namespace>/<model>/<tag>` below `manifests/`; only for valid names."""
-        if not self.is_valid:
-            raise InvalidName("invalid model name")
-        return PurePosixPath(self.host, self.namespace, self.model, self.tag)
+        """`<host>/<namespace>/<model>/<tag>` below `manifests/`; only for valid names.
+
+        For an OCI name deeper than two components the model directory holds the rest of
+        the path with `DEEP_SEPARATOR` for each '/' (`org/team/model` ->
+        `org/team:model`); no part is ever empty, `.`, `..` or holds a '/'."""
+        if self.is_valid:
+            return PurePosixPath(self.host, self.namespace, self.model, self.tag)
+        if self.is_oci:
+            return PurePosixPath(self.host, self.namespace, model_dir(self.model), self.tag)
+        raise InvalidName("invalid model name")
 
     @classmethod
     def from_parts(cls, parts: tuple[str, ...] | list[str]) -> ModelName | None:
-        """The name stored at `manifests/<host>/<ns>/<model>/<tag>`, or None if invalid."""
-        if len(parts) != 4:
+        """The name stored at `manifests/<host>/<ns>/<model>/<tag>`, or None if invalid
+        (the inverse of `relpath`)."""
+        if len(parts) != 4 or any("/" in p for p in parts):
             return None
         name = cls(*parts, scheme=DEFAULT_SCHEME)
-        return name if name.is_valid else None
+        if name.is_valid:
+            return name
+        deep = replace(name, model=parts[2].replace(DEEP_SEPARATOR, "/"))
+        return deep if deep.is_oci else None

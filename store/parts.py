@@ -7,6 +7,7 @@ PARAMETERs), so that one place knows which media type holds what.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,6 +54,21 @@ class ModelParts:
         parts = cls.__new__(cls)
         parts._read(store, layers)
         return parts
+
+    def local_files(self) -> list[str]:
+        """The files a runner opens: weights, projectors, adapters."""
+        return [p for p in (self.model_path, *self.projectors, *self.adapters) if p is not None]
+
+    def still_cached(self) -> bool:
+        """For a store whose files are copies in its local cache: whether every file is still
+        there, marking each as just used (the cache evicts the least recently used). False
+        when one was evicted: build the parts again to materialize it."""
+        for path in self.local_files():
+            try:
+                os.utime(path)
+            except OSError:
+                return False
+        return True
 
     def _read(self, store: Store, layers: Iterable[Layer]) -> None:
         self.model_path: str | None = None

@@ -37,12 +37,21 @@ def moto_endpoint() -> str:
         return _server[1]
 
 
-def new_bucket() -> str:
-    import boto3
+_admin: object | None = None
 
+
+def new_bucket() -> str:
+    """A fresh bucket on the session's moto server (one per test: nothing shared between
+    tests but the server)."""
+    global _admin
     endpoint = moto_endpoint()
+    with _lock:
+        if _admin is None:
+            import boto3
+
+            _admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     name = f"corral-{uuid.uuid4().hex[:16]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    _admin.create_bucket(Bucket=name)  # type: ignore[attr-defined]
     return name
 
 

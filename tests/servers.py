@@ -57,6 +57,14 @@ class ThreadedServer:
         assert self._runner is not None
         return self._runner.app[STORE]
 
+    @property
+    def registry_state(self):  # noqa: ANN201 - registry.server.state.RegistryState
+        """The running server's registry state (/v2)."""
+        from registry.server import REGISTRY
+
+        assert self._runner is not None
+        return self._runner.app[REGISTRY]
+
     def __exit__(self, *exc: object) -> None:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)

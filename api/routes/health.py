@@ -29,7 +29,8 @@ READY_TIMEOUT_S = 2.0
 
 @dataclass
 class Readiness:
-    """Set once startup (store preparation, index load) has finished."""
+    """Set once the startup work (blob names fixed, listing index loaded), which runs in
+    the background after the server answers, has finished."""
 
     started: bool = False
 
@@ -59,7 +60,7 @@ def _check_store(store: Store) -> None:
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     readiness = request.app[READINESS]
-    checks["startup"] = "ok" if readiness.started else "starting"
+    checks["startup"] = "ok" if readiness.started else "loading"
     try:
         await asyncio.wait_for(asyncio.to_thread(_check_store, request.app[STORE]), READY_TIMEOUT_S)
         checks["store"] = "ok"
@@ -75,7 +76,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application, separate_listener: str | None) -> None:
-    """Health routes on the main app; /metrics there too unless it has its own listener."""
+    """Health routes on the main app; /metrics there too unless it has its own listener.
+    The app's background startup work (api/app.py) sets the readiness it installs."""
     app[READINESS] = Readiness()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -83,12 +85,6 @@ def install(app: web.Application, separate_listener: str | None) -> None:
         app.cleanup_ctx.append(_metrics_listener)
     else:
         app.router.add_get("/metrics", metrics_page)
-    app.on_startup.append(_mark_started)
-
-
-async def _mark_started(app: web.Application) -> None:
-    # Appended after the store preparation hook, so it runs once the store is ready.
-    app[READINESS].started = True
 
 
 def _metrics_app(main: web.Application) -> web.Application:

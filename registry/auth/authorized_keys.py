@@ -162,27 +162,13 @@ class AuthorizedKeysFile:
         self._keys, self._sig = self._read()
 
     def _read(self) -> tuple[AuthorizedKeys, tuple[int, ...]]:
-        # Signature from fstat of the descriptor we read, so it describes these bytes.
-        try:
-            with self.path.open("rb") as f:
-                st = os.fstat(f.fileno())
-                data = f.read(_MAX_FILE_BYTES + 1)
-        except OSError as e:
-            raise AuthorizedKeysError(
-                f"cannot read authorized keys: {e.strerror or e}", source=str(self.path)
-            ) from None
-        if len(data) > _MAX_FILE_BYTES:
-            raise AuthorizedKeysError("file larger than 1 MiB", source=str(self.path))
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise AuthorizedKeysError("file is not UTF-8", source=str(self.path)) from None
-        return AuthorizedKeys.parse(text, source=str(self.path)), _signature(st)
+        data, st = read_keys_bytes(self.path)
+        return parse_keys_bytes(data, source=str(self.path)), file_signature(st)
 
     def current(self) -> AuthorizedKeys:
         with self._lock:
             try:
-                sig = _signature(os.stat(self.path))
+                sig = file_signature(os.stat(self.path))
             except OSError as e:
                 if self._sig != ():
                     log.warning(
@@ -202,8 +188,36 @@ class AuthorizedKeysFile:
             return self._keys
 
 
-def _signature(st: os.stat_result) -> tuple[int, ...]:
+def read_keys_bytes(path: Path) -> tuple[bytes, os.stat_result]:
+    """The bytes of an authorized keys file and the fstat of the descriptor they came
+    from (so the stat describes these bytes); AuthorizedKeysError if unreadable or over 1 MiB."""
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read(_MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise AuthorizedKeysError(f"cannot read authorized keys: {e.strerror or e}", source=str(path)) from None
+    if len(data) > _MAX_FILE_BYTES:
+        raise AuthorizedKeysError("file larger than 1 MiB", source=str(path))
+    return data, st
+
+
+def parse_keys_bytes(data: bytes, *, source: str) -> AuthorizedKeys:
+    """Parse authorized keys from bytes (UTF-8); AuthorizedKeysError names the problem."""
+    if len(data) > _MAX_FILE_BYTES:
+        raise AuthorizedKeysError("file larger than 1 MiB", source=source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AuthorizedKeysError("file is not UTF-8", source=source) from None
+    return AuthorizedKeys.parse(text, source=source)
+
+
+def file_signature(st: os.stat_result) -> tuple[int, ...]:
+    """What tells a changed file: identity, size and modification time."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 
 
 def authorize(

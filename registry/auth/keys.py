@@ -224,27 +224,28 @@ def load_or_create_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     return load_private_key(priv_path)
 
 
+def _create_synced(path: Path, data: bytes, mode: int, *, exclusive: bool = True) -> None:
+    """Create `path` (if `exclusive`, it must not exist; else it is truncated), write
+    `data` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    _create_synced(tmp, data, mode)
     try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         try:
             os.link(tmp, path)  # fails with FileExistsError if someone else got there first
         except FileExistsError:
             raise
         except OSError:
             # Filesystems without hard links: fall back to an exclusive create in place.
-            fd2 = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            try:
-                os.write(fd2, data)
-                os.fsync(fd2)
-            finally:
-                os.close(fd2)
+            _create_synced(path, data, mode)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -252,10 +253,5 @@ def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
 
 def _write_replace(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _create_synced(tmp, data, mode, exclusive=False)
     os.replace(tmp, path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.auth.errors import ScopeError
-from store.names import is_valid_part
+from store.names import split_repository
 
 REPOSITORY = "repository"
 REGISTRY = "registry"
@@ -37,7 +37,8 @@ def _canonical(actions: Iterable[str]) -> tuple[str, ...]:
 class Scope:
     """One resource and the actions on it.
 
-    Repository names are `<namespace>/<model>` in ollama's grammar, lower-cased because
+    Repository names are `<namespace>/<model>` in ollama's grammar (or OCI names with
+    more components, whose first component is the namespace), lower-cased because
     model names match case-insensitively (the store maps `Alice/Mario` and `alice/mario`
     to one model, so permissions must too). Repository actions are a subset of pull, push
     and delete in that order (`*` expands to all three). The only other resource is
@@ -64,10 +65,10 @@ class Scope:
             raise ScopeError(f"scope {s[:100]!r} is not 'type:name:actions'")
         actions = [a for a in actions_text.split(",") if a]
         if rtype == REPOSITORY:
-            ns, slash, model = name.partition("/")
-            if not slash or not is_valid_part("namespace", ns) or not is_valid_part("model", model):
+            if "/" not in name or split_repository(name) is None:
                 raise ScopeError(
-                    f"scope repository name {name[:100]!r} is not '<namespace>/<model>'"
+                    f"scope repository name {name[:100]!r} is not '<namespace>/<model>' "
+                    "or an OCI repository name"
                 )
             canonical = _canonical(a for a in actions if a in REPOSITORY_ACTIONS or a == WILDCARD)
             if not canonical:

@@ -177,6 +177,22 @@ class BlobDownload:
         # Bytes per second each worker's stream managed over its last request: sizes the next.
         self._rate: dict[int, float] = {}
         self._started = 0.0
+        # Set once the bytes hash to the digest, before the (slower) fsync and rename: a
+        # reader relaying the download (the mirror) may hand out the last byte from then on.
+        self.verified = asyncio.Event()
+        self._changed: asyncio.Future[None] | None = None
+
+    # -- watching it (the mirror's relay) ---------------------------------------------
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future done at the next progress: bytes written, verified, or started over."""
+        if self._changed is None or self._changed.done():
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
 
     # -- the whole life ---------------------------------------------------------------
 
@@ -194,6 +210,8 @@ class BlobDownload:
             for fresh in (False, True):
                 got = await self._download_and_hash()
                 if got == self.digest:
+                    self.verified.set()
+                    self._notify()
                     break
                 if fresh or not self.stats.resumed_bytes:
                     await _blocking(self._discard)
@@ -203,6 +221,7 @@ class BlobDownload:
                 log.warning("%s: resumed download did not verify; downloading it again",
                             self.digest.short)
                 await _blocking(self._restart)
+                self._notify()
             await _blocking(self._commit)
         finally:
             self._states.close()
@@ -261,7 +280,8 @@ class BlobDownload:
         parts, changed = load_parts(self.root, self.digest, self.total, data_size)
         if not parts:
             o = self.options
-            parts = plan_parts(self.total, o.initial_parts, o.min_part_size, o.max_part_size)
+            parts = fine_tail(plan_parts(self.total, o.initial_parts, o.min_part_size, o.max_part_size),
+                              o.connections, o.tail_part_size)
             changed = True
         self.parts = parts
         self._order = sorted((p.offset, i) for i, p in enumerate(parts))
@@ -598,6 +618,7 @@ class BlobDownload:
                     self.completed += written
                     self._save(part)
                     self._offer(in_flight[0], in_flight[1], written)
+                    self._notify()
 
         try:
             # Re-read the part's end each time: a steal may shrink it below our request's end.
@@ -656,6 +677,7 @@ class BlobDownload:
                     self.completed += reached - p.completed
                     p.completed = reached
                     self._save(p)
+                    self._notify()
                 if reached < p.size:
                     break
                 index += 1
@@ -761,6 +783,22 @@ class BlobDownload:
                 raise ShortRead(f"partial file of {self.digest.short} is shorter than {end} bytes")
             self._hash.update(data)
             pos += len(data)
+
+
+def fine_tail(parts: list[Part], streams: int, size: int) -> list[Part]:
+    """`parts` (fresh, back to back) with the last `streams` of them re-cut into parts of
+    `size` bytes (see `TransferOptions.tail_part_size`), renumbered in order."""
+    if size <= 0 or not parts:
+        return parts
+    keep = parts[: max(len(parts) - streams, 0)]
+    offset = keep[-1].end if keep else 0
+    total = parts[-1].end
+    out = list(keep)
+    while offset < total:
+        n = min(size, total - offset)
+        out.append(Part(len(out), offset, n))
+        offset += n
+    return out
 
 
 async def _blocking(fn: Callable[..., T], *args: object) -> T:

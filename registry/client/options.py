@@ -27,6 +27,11 @@ class TransferOptions:
     initial_parts: int = 256
     min_part_size: int = 16 * MiB
     max_part_size: int = 1000 * MB
+    # When set, the last `connections` parts' worth of a fresh plan is cut into parts of this
+    # size: the streams then finish close together and in order, so the hashed prefix is
+    # this much per stream behind the last byte instead of a whole part per stream (what a
+    # relay waits for before it may send the last byte; the mirror sets it). 0: off.
+    tail_part_size: int = 0
     # A part is split for an idle stream only if at least twice this much of it is left.
     steal_min: int = 2 * MiB
     # One GET asks for about `request_seconds` of that stream's recent speed, within

@@ -25,6 +25,7 @@ from registry.server.errors import (
     error_response,
 )
 from registry.server.repository import LINKS
+from registry.server.shared_keys import SharedAuthorizedKeys
 from registry.server.state import REGISTRY, RegistryConfig, RegistryState, default_registry_host
 from store.driver import PathNotFound, StorageDriver
 from store.store import Store
@@ -144,6 +145,7 @@ def config_from(settings: Any) -> RegistryConfig:
         private=bool(getattr(settings, "private", False)),
         trust_proxy=bool(getattr(settings, "trust_proxy", False)),
         redirect_blobs=bool(getattr(settings, "redirect_blobs", False)),
+        keys_check_s=float(getattr(settings, "keys_check_s", 2.0)),
     )
 
 
@@ -216,9 +218,9 @@ async def _announce(app: web.Application) -> None:
         log.warning(
             "--anonymous-push: anyone who can reach this server can push and delete models"
         )
-    elif config.authorized_keys is None:
+    elif not state.keys_configured:
         log.info("registry pushes are refused: no --authorized-keys file")
-    if config.private and config.authorized_keys is None:
+    if config.private and not state.keys_configured:
         log.warning("--private without --authorized-keys: nobody can pull from the registry")
 
 
@@ -235,11 +237,24 @@ async def _purger(app: web.Application) -> AsyncIterator[None]:
                 log.exception("upload purge failed")
             await asyncio.sleep(state.config.purge_interval_s)
 
-    task = asyncio.create_task(loop())
+    async def keys() -> None:
+        shared = state.keys_file
+        if not isinstance(shared, SharedAuthorizedKeys):
+            return  # a local file is checked (one stat) when it is used
+        while True:
+            await asyncio.sleep(shared.check_s)
+            try:
+                await asyncio.to_thread(shared.refresh)
+            except Exception:
+                log.exception("reading the shared authorized keys failed")
+
+    tasks = [asyncio.create_task(loop()), asyncio.create_task(keys())]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 __all__ = [

@@ -4,8 +4,11 @@ request bodies, and `GET /v2/`.
 Routing is done here, on `request.raw_path`, rather than by aiohttp's router: aiohttp
 decodes the path before matching (so `%2F` would split a component), and names must be
 checked as the client sent them. A repository is `<namespace>/<model>` in ollama's
-grammar; a one-component name `x` means `library/x`, as `ollama pull x` does and as
-Docker Hub does for official images. Three or more components are NAME_INVALID.
+grammar (a one-component name `x` means `library/x`, as `ollama pull x` does and as
+Docker Hub does for official images) or any OCI distribution-spec name
+(`org/team/model`, lower case, at most 255 characters; `store.names.split_repository`).
+The resource (`blobs/...`, `manifests/<ref>`, `tags/list`, `referrers/<digest>`) is
+found at the end of the path, so a name may have components called `blobs` or `tags`.
 """
 
 from __future__ import annotations
@@ -33,10 +36,9 @@ from registry.server.state import REGISTRY, RegistryState
 from registry.throttle import ByteRate
 from store.digest import Digest, blob_key  # noqa: F401 - handlers import it from here
 from store.errors import InvalidDigest
-from store.names import DEFAULT_NAMESPACE, is_valid_part
+from store.names import is_valid_part, split_repository
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
-_MARKERS = ("blobs", "manifests", "tags", "referrers")
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _UPLOAD_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 BODY_BATCH = 8 * 1024 * 1024
@@ -51,8 +53,8 @@ def state_of(request: web.Request) -> RegistryState:
 
 @dataclass(frozen=True, slots=True)
 class RepoName:
-    namespace: str
-    model: str
+    namespace: str  # the first component
+    model: str  # the rest: one component in ollama's grammar, maybe more for OCI names
 
     @property
     def path(self) -> str:
@@ -93,21 +95,23 @@ def _resource(tail: list[str]) -> tuple[str, str] | None:
 
 
 def parse_repository(parts: list[str]) -> RepoName:
+    """The repository named by URL path segments (percent-decoded one by one: an encoded
+    '/' never separates components), or NAME_INVALID."""
     try:
         decoded = [_decode(p) for p in parts]
     except UnicodeDecodeError:
         decoded = ["\x00"]
-    if len(decoded) == 1:
-        decoded = [DEFAULT_NAMESPACE, decoded[0]]
-    ns, model = decoded if len(decoded) == 2 else ("", "")
-    if not (is_valid_part("namespace", ns) and is_valid_part("model", model)):
+    split = None if any("/" in p for p in decoded) else split_repository("/".join(decoded))
+    if split is None:
         raise RegistryError(
             NAME_INVALID,
-            "repository names are <namespace>/<model>: the namespace uses letters, digits, "
-            "'_' and '-', the model also '.', each at most 80 characters",
+            "invalid repository name: <namespace>/<model> in ollama's grammar (the namespace "
+            "uses letters, digits, '_' and '-', the model also '.', each at most 80 "
+            "characters), or an OCI name: lower-case components of letters and digits "
+            "joined by '.', '_', '__' or '-', separated by '/', at most 255 characters",
             {"name": "/".join(parts)[:300]},
         )
-    return RepoName(ns, model)
+    return RepoName(*split)
 
 
 def parse_route(raw_path: str) -> Route:
@@ -120,18 +124,14 @@ def parse_route(raw_path: str) -> Route:
     if rest == "token":
         return Route("token")
     segments = rest.split("/")
-    for k in (2, 1):
-        if len(segments) > k:
+    # The resource is the last two or three segments; at most one split fits (see the
+    # shapes in `_resource`), and the name is whatever comes before it.
+    for tail in (2, 3):
+        k = len(segments) - tail
+        if k >= 1:
             found = _resource(segments[k:])
             if found is not None:
                 return Route(found[0], parse_repository(segments[:k]), found[1])
-    marker = next((i for i, s in enumerate(segments) if i >= 3 and s in _MARKERS), None)
-    if marker is not None:
-        raise RegistryError(
-            NAME_INVALID,
-            "repository names have at most two components: <namespace>/<model>",
-            {"name": "/".join(segments[:marker])[:300]},
-        )
     raise RegistryError(UNSUPPORTED, "unknown registry endpoint", {"path": path[:300]}, status=404)
 
 
@@ -282,7 +282,7 @@ def require(request: web.Request, access: Access | None) -> str:
             error = "insufficient_scope"
     scope = access.scope if access is not None else ""
     message = "authentication required"
-    if access is not None and access.action in (PUSH, DELETE) and not state.config.pushes_possible:
+    if access is not None and access.action in (PUSH, DELETE) and not state.pushes_possible:
         message = (
             "this registry accepts no pushes: start corral serve with --authorized-keys FILE "
             "(or --anonymous-push on a trusted network)"

@@ -119,12 +119,17 @@ class _BlobFile(web.FileResponse):
         self._big = size >= _BIG_BODY
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self._big and request.transport is not None:
-            sock = request.transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+        if self._big:
+            _big_send_buffer(request)
         return await super().prepare(request)
+
+
+def _big_send_buffer(request: web.BaseRequest) -> None:
+    if request.transport is not None:
+        sock = request.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
 
 
 def _check_grant(request: web.Request, repo: RepoName, digest: Digest, grant: str) -> str:
@@ -227,6 +232,8 @@ async def _live(request: web.Request, body: BlobBody, headers: dict[str, str]) -
     first, last, status = _span(request.headers.get("Range"), body.size, headers)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = last - first + 1
+    if last - first + 1 >= _BIG_BODY:
+        _big_send_buffer(request)
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     try:

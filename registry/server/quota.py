@@ -59,10 +59,7 @@ class QuotaLedger:
         """Digest -> size of every blob referenced by the namespace's manifests."""
         sizes: dict[str, int] = {}
         manifests = self.store.manifests
-        host = self.host.lower()
-        for stored in manifests:
-            if stored.name.host.lower() != host or stored.name.namespace.lower() != ns:
-                continue
+        for stored in manifests.of_namespace(self.host, ns):  # from the listing index
             try:
                 raw = manifests.read_stored(stored)
                 if raw is None:

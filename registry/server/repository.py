@@ -47,6 +47,7 @@ from store.manifest import (
     parse_index,
     parse_manifest,
 )
+from store.names import model_dir
 from store.store import MissingBlobs
 
 if TYPE_CHECKING:
@@ -356,7 +357,7 @@ class LocalRepository:
         return await asyncio.to_thread(fn, *args)
 
     def link_path(self, digest: Digest) -> str:
-        return f"{LINKS}/{self.name.namespace.lower()}/{self.name.model.lower()}/{digest.filename}"
+        return f"{LINKS}/{self.name.namespace.lower()}/{model_dir(self.name.model.lower())}/{digest.filename}"
 
     def member(self, digest: Digest) -> bool:
         """Whether `digest` belongs to this repository: linked by an upload or mount, or
@@ -430,10 +431,7 @@ class LocalRepository:
             refs, complete = store.referenced()
             if digest in refs or not complete or self._linked_elsewhere(digest):
                 return  # another repository or manifest still holds it
-            try:
-                driver.delete(blob_key(digest))
-            except PathNotFound:
-                pass
+            store.blobs.delete(digest)
 
     def _linked_elsewhere(self, digest: Digest) -> bool:
         driver = self.state.driver

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from registry.auth import AuthorizedKeys, AuthorizedKeysFile, NonceCache, TokenIssuer
+from registry.server.shared_keys import SharedAuthorizedKeys
 from registry.throttle import ByteRate
 from store.driver import StorageDriver
 from store.names import is_valid_part
@@ -53,6 +54,8 @@ class RegistryConfig:
     max_page: int = 1000
     redirect_blobs: bool = False
     redirect_expiry_s: int = 300
+    # How often replicas on remote storage re-read the shared authorized keys.
+    keys_check_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not is_valid_part("host", self.host):
@@ -60,10 +63,6 @@ class RegistryConfig:
                 f"registry host {self.host!r} is not a valid model-name host "
                 "(letters, digits, '_', '-', '.', ':'); set --registry-host"
             )
-
-    @property
-    def pushes_possible(self) -> bool:
-        return self.anonymous_push or self.authorized_keys is not None
 
 
 def default_registry_host(listen_host: str, port: int) -> str:
@@ -103,9 +102,15 @@ class RegistryState:
         from registry.server.nonces import SharedNonceCache
 
         self.nonce_cache: NonceCache | SharedNonceCache = nonce_cache or SharedNonceCache(driver)
-        self.keys_file = (
-            AuthorizedKeysFile(config.authorized_keys) if config.authorized_keys else None
-        )
+        # On remote storage the keys are shared by every replica through the storage
+        # (registry/server/shared_keys.py); on a local store the file is read in place.
+        self.keys_file: AuthorizedKeysFile | SharedAuthorizedKeys | None
+        if not store.is_local:
+            self.keys_file = SharedAuthorizedKeys(driver, config.authorized_keys, config.keys_check_s)
+        elif config.authorized_keys:
+            self.keys_file = AuthorizedKeysFile(config.authorized_keys)
+        else:
+            self.keys_file = None
         self.repos = Repos(store, config.host)
         # Set by `registry.server.mirror.setup_mirror`: a function giving the repository
         # object for a name (a mirroring one for names the mirror serves).
@@ -138,6 +143,17 @@ class RegistryState:
 
     def authorized_keys(self) -> AuthorizedKeys | None:
         return self.keys_file.current() if self.keys_file is not None else None
+
+    @property
+    def keys_configured(self) -> bool:
+        """Whether authorized keys are configured: a file, or a copy shared in the storage."""
+        if isinstance(self.keys_file, SharedAuthorizedKeys):
+            return self.keys_file.configured
+        return self.keys_file is not None
+
+    @property
+    def pushes_possible(self) -> bool:
+        return self.config.anonymous_push or self.keys_configured
 
 
 def load_or_create_secret(driver: StorageDriver) -> bytes:

@@ -85,7 +85,7 @@ async def handle(request: web.Request) -> web.Response:
     for scope in requested:
         missing = set(scope.actions) - have.get((scope.type, scope.name), set())
         if missing:
-            raise _refusal(scope, missing, state.config.pushes_possible)
+            raise _refusal(scope, missing, state.pushes_possible)
     token = state.issuer.mint(verified.key_b64, granted, now)
     body = TokenResponse(
         token=token,

@@ -153,6 +153,25 @@ class FilesystemDriver(StorageDriver):
 
     def list_files(self, path: str) -> list[FileInfo]:
         """One scandir, stat from its entries (no validate-then-stat per file)."""
+
+        def committed(entry: os.DirEntry[str]) -> str | None:
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                return None
+            return entry.name
+
+        return self._scan(path, committed)
+
+    def list_staged(self, path: str) -> list[FileInfo]:
+        def staged(entry: os.DirEntry[str]) -> str | None:
+            if not entry.name.startswith(STAGING_PREFIX):
+                return None
+            return entry.name[len(STAGING_PREFIX) :]
+
+        return self._scan(path, staged)
+
+    def _scan(self, path: str, name_of: Callable[[os.DirEntry[str]], str | None]) -> list[FileInfo]:
+        """The entries of one directory that `name_of` names (None: skip), with size and
+        mtime from the scandir entry, as FileInfo under `path`, sorted."""
         full = self._full(path, allow_root=True)
         try:
             entries = list(os.scandir(full))
@@ -161,29 +180,10 @@ class FilesystemDriver(StorageDriver):
         out = []
         for n, entry in enumerate(entries):
             if n % 512 == 0:
-                time.sleep(0)
-            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                time.sleep(0)  # a long listing (GC over many blobs) lets other threads run
+            name = name_of(entry)
+            if name is None:
                 continue
-            child = f"{path}/{entry.name}" if path else entry.name
-            try:
-                validate_path(child)
-                st = entry.stat(follow_symlinks=False)
-            except (ValueError, FileNotFoundError):
-                continue
-            out.append(FileInfo(child, st.st_size, st.st_mtime))
-        return sorted(out, key=lambda f: f.path)
-
-    def list_staged(self, path: str) -> list[FileInfo]:
-        full = self._full(path, allow_root=True)
-        try:
-            entries = list(os.scandir(full))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        out = []
-        for entry in entries:
-            if not entry.name.startswith(STAGING_PREFIX):
-                continue
-            name = entry.name[len(STAGING_PREFIX) :]
             child = f"{path}/{name}" if path else name
             try:
                 validate_path(child)

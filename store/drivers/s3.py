@@ -31,6 +31,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,6 +69,20 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _new_client(**kwargs: Any) -> Any:
+    """An S3 client from one boto3 session per process: a session loads the service model
+    and resolves credentials once (a fresh session per client costs about 0.2 s)."""
+    global _SESSION
+    with _SESSION_LOCK:  # sessions are not safe to create clients from concurrently
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION.client("s3", **kwargs)
+
+
 class S3Driver(StorageDriver):
     name = "s3"
 
@@ -92,9 +107,7 @@ class S3Driver(StorageDriver):
                 read_timeout=60,
                 max_pool_connections=32,
             )
-            client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config
-            )
+            client = _new_client(endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
         self.client = client
         self._active: dict[str, _S3Writer] = {}
         self._lock = threading.Lock()
@@ -234,25 +247,23 @@ class S3Driver(StorageDriver):
     def list_files(self, path: str) -> list[FileInfo]:
         validate_path(path, allow_root=True)
         prefix = self._key(path) + "/" if path else self.prefix
-        out = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
+        pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix, Delimiter="/"
-        ):
-            for obj in page.get("Contents", []):
-                child = f"{path}/{obj['Key'][len(prefix):]}" if path else obj["Key"][len(prefix) :]
-                try:
-                    validate_path(child)
-                except ValueError:
-                    continue
-                out.append(FileInfo(child, obj["Size"], obj["LastModified"].timestamp()))
-        return sorted(out, key=lambda f: f.path)
+        )
+        return self._infos(path, prefix, (obj for page in pages for obj in page.get("Contents", [])))
 
     def walk_files(self, path: str) -> list[FileInfo]:
         validate_path(path, allow_root=True)
         prefix = self._key(path) + "/" if path else self.prefix
+        return self._infos(path, prefix, self._list_keys(prefix))
+
+    @staticmethod
+    def _infos(path: str, prefix: str, objects: Iterable[dict[str, Any]]) -> list[FileInfo]:
+        """Listed objects as FileInfo under `path` (keys that are no valid path skipped), sorted."""
         out = []
-        for obj in self._list_keys(prefix):
-            child = f"{path}/{obj['Key'][len(prefix):]}" if path else obj["Key"][len(prefix) :]
+        for obj in objects:
+            rel = obj["Key"][len(prefix) :]
+            child = f"{path}/{rel}" if path else rel
             try:
                 validate_path(child)
             except ValueError:
@@ -392,6 +403,13 @@ class S3Driver(StorageDriver):
         return self.client.generate_presigned_url(
             op, Params={"Bucket": self.bucket, "Key": self._key(path)}, ExpiresIn=expires_in
         )
+
+    def put_content(self, path: str, data: bytes) -> None:
+        """One PUT: an object store publishes a whole object atomically (readers see the old
+        bytes or the new, never a part), so a small file needs no staging, lock or commit
+        round trips (manifests, links, the listing generation, token secret, keys)."""
+        validate_path(path)
+        self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Create `path` only if nothing is there (a conditional write); False if it was."""

@@ -37,19 +37,21 @@ def _push(url: str, repo: str, config: tuple[str, bytes], layers: list[tuple[str
     assert r.status_code == 201, r.text
 
 
-def _dmr(url: str, gguf: bytes) -> None:
+def push_dmr(url: str, gguf: bytes, repo: str = "ai/tiny-dmr") -> None:
+    """A Docker Model Runner artifact, as `docker model push` writes it."""
     config = {"config": {"format": "gguf", "quantization": "F16", "parameters": "1.23M",
                          "architecture": "llama", "size": str(len(gguf))},
               "descriptor": {"created": "2025-01-01T00:00:00Z"},
               "rootfs": {"type": "rootfs", "diff_ids": [digest_of(gguf)]}}
-    _push(url, "ai/tiny-dmr", (DMR_CONFIG, json.dumps(config).encode()), [
+    _push(url, repo, (DMR_CONFIG, json.dumps(config).encode()), [
         (DMR_GGUF, gguf, {}),
         (DMR_TEMPLATE, b"{% for m in messages %}{{ m.content }}{% endfor %}", {}),
         (DMR_LICENSE, LICENSE, {}),
     ])
 
 
-def _modelpack(url: str, gguf: bytes) -> None:
+def push_modelpack(url: str, gguf: bytes, repo: str = "team/tiny-modelpack") -> None:
+    """A CNCF ModelPack artifact with a `+zstd` tar weight layer."""
     packed = io.BytesIO()
     with tarfile.open(fileobj=packed, mode="w") as tar:
         info = tarfile.TarInfo("tiny.gguf")
@@ -59,7 +61,7 @@ def _modelpack(url: str, gguf: bytes) -> None:
     config = {"descriptor": {"name": "tiny-modelpack", "version": "1"},
               "config": {"architecture": "llama", "format": "gguf", "paramSize": "1.23M", "quantization": "q8_0"},
               "modelfs": {"type": "layers", "diffIds": [digest_of(packed.getvalue())]}}
-    _push(url, "team/tiny-modelpack", (MODELPACK_CONFIG, json.dumps(config).encode()), [
+    _push(url, repo, (MODELPACK_CONFIG, json.dumps(config).encode()), [
         ("application/vnd.cncf.model.weight.v1.tar+zstd", weights, {"org.cncf.model.filepath": "tiny.gguf"}),
         ("application/vnd.cncf.model.doc.v1.raw", LICENSE, {"org.cncf.model.filepath": "LICENSE"}),
     ], artifactType="application/vnd.cncf.model.manifest.v1+json")
@@ -68,8 +70,8 @@ def _modelpack(url: str, gguf: bytes) -> None:
 @pytest.mark.slow
 def test_dmr_and_modelpack_models_pull_list_show_and_generate(tmp_path, tiny_f16, tiny_q8):
     with registry(tmp_path / "a", anonymous_push=True) as a, registry(tmp_path / "b") as b:
-        _dmr(a.url, tiny_f16)
-        _modelpack(a.url, tiny_q8)
+        push_dmr(a.url, tiny_f16)
+        push_modelpack(a.url, tiny_q8)
         for repo, family, size, quant in (("ai/tiny-dmr", "llama", "1.23M", "F16"),
                                           ("team/tiny-modelpack", "llama", "1.23M", "q8_0")):
             name = f"{a.host}/{repo}:latest"

@@ -157,7 +157,9 @@ def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan, tmp_path)
 
 def test_health_and_readiness(server, ollama_store):
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
-    r = httpx.get(server.url + "/readyz")
+    deadline = time.monotonic() + 20  # the startup work runs in the background: ready soon
+    while (r := httpx.get(server.url + "/readyz")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert r.status_code == 200 and r.json()["status"] == "ready"
     away = ollama_store.with_name("moved-away")
     ollama_store.rename(away)
@@ -189,3 +191,38 @@ def test_settings_default_has_metrics_on_main_port(ollama_store):
     settings = replace(Settings(models=ollama_store, host="127.0.0.1", port=free_port()))
     with ThreadedServer(settings) as srv:
         assert "corral_store_blobs" in httpx.get(srv.url + "/metrics").text
+
+
+@pytest.mark.parametrize("storage", ["memory", "s3"])
+def test_store_gauges_come_from_the_store_on_any_driver(tmp_path, storage):
+    """Blob count and bytes come from the store on its driver (no local blobs directory on
+    memory or S3) and move with a push and a delete, without waiting for a rescan."""
+    from tests.registry_support import digest_of, registry, storage_spec
+
+    with registry(tmp_path / "models", anonymous_push=True, storage=storage_spec(storage)) as srv:
+        empty = scrape(srv.url)
+        assert (value(empty, "corral_store_blobs"), value(empty, "corral_store_bytes"),
+                value(empty, "corral_store_manifests")) == (0, 0, 0)
+        config, layer = b'{"model_format":"gguf"}', b"weights " * 5000
+        for data in (config, layer):
+            r = httpx.post(f"{srv.url}/v2/alice/m/blobs/uploads/", params={"digest": digest_of(data)},
+                           content=data)
+            assert r.status_code == 201, r.text
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": digest_of(config), "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": digest_of(layer),
+                        "size": len(layer)}]}).encode()
+        r = httpx.put(f"{srv.url}/v2/alice/m/manifests/v1", content=manifest,
+                      headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert r.status_code == 201, r.text
+        pushed = scrape(srv.url)
+        assert value(pushed, "corral_store_blobs") == 2
+        assert value(pushed, "corral_store_bytes") == len(config) + len(layer)
+        assert value(pushed, "corral_store_manifests") == 1
+        r = httpx.request("DELETE", srv.url + "/api/delete", json={"model": f"{srv.host}/alice/m:v1"})
+        assert r.status_code == 200, r.text
+        deleted = scrape(srv.url)
+        assert (value(deleted, "corral_store_blobs"), value(deleted, "corral_store_bytes"),
+                value(deleted, "corral_store_manifests")) == (0, 0, 0)

@@ -260,3 +260,37 @@ def test_tags_are_rechecked_upstream_only_after_the_ttl(tmp_path, tiny_f16):
                     assert httpx.get(f"{mirror.url}/v2/library/ttl/manifests/latest").content == manifest
                 asked = [r for r in proxy.requests if r[0] == "GET" and "/manifests/" in r[1]]
                 assert len(asked) == expected, (ttl, proxy.requests)
+
+
+@pytest.mark.slow
+def test_a_relayed_blob_ends_once_verified_without_waiting_for_the_fsync(tmp_path, tiny_f16, monkeypatch):
+    """The last byte is held for the digest check only: a slow fsync and rename of the
+    mirror's copy (here made 1.5 s slower) is not on a cold pull's path."""
+    from registry.client.download import BlobDownload
+
+    commits: list[tuple[float, float]] = []
+    original = BlobDownload._commit
+
+    def slow_commit(self: BlobDownload) -> None:
+        started = time.monotonic()
+        time.sleep(1.5)
+        original(self)
+        commits.append((started, time.monotonic()))
+
+    monkeypatch.setattr(BlobDownload, "_commit", slow_commit)
+    with registry(tmp_path / "upstream", anonymous_push=True) as upstream:
+        manifest = _publish(tmp_path, upstream, tiny_f16, "quick", "quick")
+        weights = json.loads(manifest)["layers"][0]["digest"]
+        with BlobCountingProxy(upstream.url, chunk=64 * 1024, delay=0.005) as proxy, registry(
+            tmp_path / "mirror", mirrors=(f"http://{proxy.host}",),
+        ) as mirror:
+            _fast(mirror)
+            assert httpx.get(f"{mirror.url}/v2/library/quick/manifests/latest").content == manifest
+            r = httpx.get(f"{mirror.url}/v2/library/quick/blobs/{weights}", timeout=30)
+            received = time.monotonic()
+            assert "sha256:" + hashlib.sha256(r.content).hexdigest() == weights
+            assert mirror._runner.app[MIRROR].relays > 0  # noqa: SLF001 - it was relayed
+            _wait_stored(tmp_path / "mirror", mirror.host, "quick")
+            weights_commit = [c for c in commits if c[1] >= received]
+            assert weights_commit and all(start < received for start, _ in weights_commit), (commits, received)
+            assert proxy.blob_bytes(weights) == len(tiny_f16)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.registry_support import OCI_MANIFEST, digest_of, registry
+from tests.registry_support import OCI_MANIFEST, STORAGES, digest_of, registry, storage_spec
 
 NAME = "conformance/suite"
 CROSSMOUNT = f"conformance-{uuid.uuid4()}"
@@ -63,9 +63,11 @@ MANIFESTS = [_manifest(c, [LAYER]) for c in CONFIGS]
 EMPTY_LAYER_MANIFEST = _manifest(CONFIGS[1], [])
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory) -> Iterator[httpx.Client]:
-    with registry(tmp_path_factory.mktemp("conformance") / "models", anonymous_push=True) as srv:
+@pytest.fixture(scope="module", params=STORAGES)
+def client(request, tmp_path_factory) -> Iterator[httpx.Client]:
+    """One server per storage driver for the module (S3: a fresh bucket on moto)."""
+    with registry(tmp_path_factory.mktemp("conformance") / "models", anonymous_push=True,
+                  storage=storage_spec(request.param)) as srv:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             yield c
 

@@ -38,7 +38,7 @@ def key(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def storage(request) -> str:
-    """The storage driver of both servers: filesystem unless a test parametrizes it."""
+    """The storage driver of both servers (each test runs on every driver)."""
     return getattr(request, "param", "filesystem")
 
 
@@ -94,10 +94,11 @@ def test_push_then_pull_between_corrals(tmp_path, key, registry_b, corral_a, sto
         assert a.blobs.read_bytes(Digest(digest)) == data
 
 
+@pytest.mark.parametrize("storage", STORAGES, indirect=True)
 def test_unknown_key_is_refused(tmp_path, registry_b, corral_a, monkeypatch):
     monkeypatch.setenv("CORRAL_KEY", str(tmp_path / "stranger" / "id_ed25519"))
     name = f"{registry_b.host}/alice/intruder:latest"
-    _put_local(tmp_path / "a", name, big_bytes(1024 * 1024, seed=22))
+    _put_local(corral_a.store, name, big_bytes(256 * 1024, seed=22))
     r = httpx.post(corral_a.url + "/api/push", json={"model": name, "insecure": True}, timeout=60)
     last = lines(r)[-1]
     assert last["error"].startswith("403: "), last
@@ -110,11 +111,11 @@ def test_unknown_key_is_refused(tmp_path, registry_b, corral_a, monkeypatch):
     assert "error" in lines(r)[-1]
 
 
+@pytest.mark.parametrize("storage", STORAGES, indirect=True)
 def test_namespace_not_granted(tmp_path, key, registry_b, corral_a):
     name = f"{registry_b.host}/mallory/mario:latest"  # the key may push to alice/ only
-    _put_local(tmp_path / "a", name, big_bytes(1024 * 1024, seed=23))
+    _put_local(corral_a.store, name, big_bytes(256 * 1024, seed=23))
     r = httpx.post(corral_a.url + "/api/push", json={"model": name, "insecure": True}, timeout=60)
     assert lines(r)[-1]["error"].startswith("403: "), lines(r)[-1]
-    b = Store(tmp_path / "b")
     with pytest.raises(ModelNotFound):
-        b.get(ModelName.parse(name))
+        registry_b.store.get(ModelName.parse(name))

@@ -30,12 +30,11 @@ from tests.registry_support import (
     stored_names,
 )
 
-# Every test runs on the filesystem and memory drivers; those marked ON_EVERY_DRIVER on S3
-# (moto) too: the representative blob, upload and manifest paths, to keep the suite short.
-ON_EVERY_DRIVER = pytest.mark.parametrize("srv", STORAGES, indirect=True)
+# Every test runs on the filesystem, memory and S3 (moto: a fresh bucket on the session's
+# server) drivers; those about the files themselves use `fs_srv`.
 
 
-@pytest.fixture(params=("filesystem", "memory"))
+@pytest.fixture(params=STORAGES)
 def srv(request, tmp_path):
     with registry(tmp_path / "models", anonymous_push=True, storage=storage_spec(request.param)) as server:
         server.models = tmp_path / "models"
@@ -101,14 +100,13 @@ def test_unknown_paths_and_methods_get_oci_errors(srv):
     status, headers, body = raw_request(srv, "POST", "/v2/alice/mario/manifests/v1", b"")
     assert status == 405 and oci_error(body) == ["UNSUPPORTED"]
     assert "PUT" in headers["allow"]
-    status, _, body = raw_request(srv, "GET", "/v2/a/b/c/manifests/latest")
+    status, _, body = raw_request(srv, "GET", "/v2/a/B/c/manifests/latest")
     assert status == 400 and oci_error(body) == ["NAME_INVALID"]
 
 
 # --- blobs --------------------------------------------------------------------------------
 
 
-@ON_EVERY_DRIVER
 def test_blob_head_get_range(srv):
     data = os.urandom(100_000)
     d = push_blob(srv, data)
@@ -162,7 +160,6 @@ def _start(c: httpx.Client, repo: str = "alice/mario") -> str:
     return r.headers["location"]
 
 
-@ON_EVERY_DRIVER
 def test_chunked_upload_with_and_without_bytes_prefix(srv):
     data = os.urandom(3000)
     d = digest_of(data)
@@ -198,7 +195,6 @@ def test_streamed_patch_without_content_range_and_final_chunk_in_put(srv):
         assert c.get(f"/v2/alice/mario/blobs/{digest_of(data)}").content == data
 
 
-@ON_EVERY_DRIVER
 def test_patch_at_the_wrong_offset_is_416_and_changes_nothing(srv):
     data = os.urandom(2000)
     with _client(srv) as c:
@@ -229,7 +225,6 @@ def test_length_mismatch_is_size_invalid_and_rolled_back(srv):
         assert c.get(loc).headers["range"] == "0-99"
 
 
-@ON_EVERY_DRIVER
 def test_wrong_digest_is_digest_invalid_and_leaves_no_blob(srv):
     before = stored_files(srv, "blobs")
     with _client(srv) as c:
@@ -280,7 +275,6 @@ def test_cancel_upload(srv):
         assert c.delete(loc).status_code == 404
 
 
-@ON_EVERY_DRIVER
 def test_monolithic_uploads(srv):
     with _client(srv) as c:
         data = os.urandom(70_000)
@@ -301,7 +295,6 @@ def test_monolithic_uploads(srv):
         assert c.head(f"/v2/alice/mario/blobs/{empty}").headers["content-length"] == "0"
 
 
-@ON_EVERY_DRIVER
 def test_cross_repository_mount(srv):
     with _client(srv) as c:
         d = push_blob(srv, b"shared weights", "alice/mario")
@@ -318,6 +311,7 @@ def test_cross_repository_mount(srv):
 
 
 def test_uploads_survive_a_restart_and_hash_on_commit(tmp_path):
+    """Filesystem only: a restart over the same directory (S3: test_s3's replica test)."""
     data = os.urandom(20_000)
     models = tmp_path / "models"
     with registry(models, anonymous_push=True) as srv, _client(srv) as c:
@@ -333,6 +327,7 @@ def test_uploads_survive_a_restart_and_hash_on_commit(tmp_path):
 
 
 def test_abandoned_uploads_are_purged_but_not_live_ones(fs_srv):
+    """Filesystem only: it ages the staged files on disk."""
     srv = fs_srv
     from registry.server import REGISTRY, purge
 
@@ -364,7 +359,6 @@ def test_abandoned_uploads_are_purged_but_not_live_ones(fs_srv):
 # --- manifests ----------------------------------------------------------------------------
 
 
-@ON_EVERY_DRIVER
 def test_manifest_put_get_head_by_tag_and_digest(srv):
     raw, _ = push_model(srv)
     d = digest_of(raw)
@@ -402,7 +396,6 @@ def test_manifest_put_by_digest(srv):
     assert r.status_code == 400 and oci_error(r.content) == ["DIGEST_INVALID"]
 
 
-@ON_EVERY_DRIVER
 def test_manifest_with_missing_blobs_is_refused(srv):
     config, present, absent = b"{}", b"present", b"absent"
     push_blob(srv, config)
@@ -533,6 +526,7 @@ def test_tags_and_catalog_pagination(srv):
 
 
 def test_models_in_the_store_under_other_hosts_are_not_repositories(fs_srv, tiny_f16):
+    """Filesystem only: models written in ollama's on-disk layout."""
     srv = fs_srv
     from tests.ollama_layout import write_model
 
@@ -548,7 +542,7 @@ def test_models_in_the_store_under_other_hosts_are_not_repositories(fs_srv, tiny
 
 def test_two_servers_on_one_store_share_sessions_and_tokens(tmp_path):
     """What several worker processes on one store need: upload state on disk, not in
-    memory, and one token secret."""
+    memory, and one token secret. (Filesystem: one directory; S3: test_s3's replicas.)"""
     from registry.auth import Scope
     from registry.server import REGISTRY
 

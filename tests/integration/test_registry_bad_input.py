@@ -32,7 +32,8 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def world(tmp_path):
-    """A server with one model, and sentinel files around and inside the store."""
+    """A server with one model, and sentinel files around and inside the store.
+    Filesystem only: these tests check that hostile paths write nothing on disk outside it."""
     models = tmp_path / "models"
     with registry(models, anonymous_push=True) as srv:
         config, layer = b"{}", b"weights"
@@ -69,8 +70,9 @@ def _consistent(models: Path) -> None:
 
 BAD_NAMES = [
     "..", "a/..", "../b", "%2e%2e/b", "a/%2e%2e", "..%2F..", "a%2Fb/c", "a%5cb/c", "a\\b/c",
-    "UPPER%00/x", "-a/b", "a/.b", "a/b:c", "a:1/b", "a/b/c", "a//b", "/a/b", "a" * 81 + "/b",
-    "a/" + "b" * 81, "%ef%bd%8dodel/x", "a/b%20c", "a/b@sha256:" + HEX,
+    "UPPER%00/x", "-a/b", "a/.b", "a/b:c", "a:1/b", "A/b/c", "a/B/c", "a//b", "/a/b", "A" * 81 + "/b",
+    "a/" + "B" * 81, "a/" + "b" * 254, "a/b/" + "c" * 252, "%ef%bd%8dodel/x", "a/b%20c", "a/b@sha256:" + HEX,
+    "a/b/", "a/b%2Fc", "a%2fb/c/d", "a/b/../c", "a/b/%2e%2e/c", "a/b___c/d", "a/b/c.", "a/b/-c", "a/b/c_",
 ]
 
 

@@ -35,6 +35,7 @@ from tests.registry_support import (
     registry,
     storage_spec,
     stored_files,
+    stored_names,
 )
 
 PART = 20_000  # lowered part bounds, so the ~240 KB test GGUF travels in 12..16 parts
@@ -45,15 +46,21 @@ def alice() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
+@pytest.fixture(params=STORAGES)
+def storage(request) -> str | None:
+    """The `--storage` of the server under test: each driver (S3: a fresh bucket on the
+    session's moto server)."""
+    return storage_spec(request.param)
+
+
 def _server_manifest(models: Path, host: str, ns: str, model: str, tag: str) -> bytes:
     return (models / "manifests" / host / ns / model / tag).read_bytes()
 
 
-@pytest.mark.parametrize("storage", STORAGES)
 def test_push_then_pull_round_trip(tmp_path, alice, tiny_f16, storage):
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
     server_models = tmp_path / "server"
-    with registry(server_models, authorized_keys=keys, storage=storage_spec(storage)) as srv:
+    with registry(server_models, authorized_keys=keys, storage=storage) as srv:
         name = local_model(tmp_path / "pusher", srv.host, "alice", "mario", "v1", tiny_f16,
                            system="It's a me", params={"temperature": 0.5}, model_type="1.2M")
         pusher = go_client(tmp_path / "pusher", alice, min_part=PART)
@@ -106,11 +113,11 @@ def test_push_then_pull_round_trip(tmp_path, alice, tiny_f16, storage):
         assert resolves and all(s.status == 200 for s in resolves)
 
 
-def test_blob_get_answers_200_with_location_and_head_with_length(tmp_path, alice, tiny_f16):
-    with registry(tmp_path / "server", anonymous_push=True) as srv:
+def test_blob_get_answers_200_with_location_and_head_with_length(tmp_path, alice, tiny_f16, storage):
+    with registry(tmp_path / "server", anonymous_push=True, storage=storage) as srv:
         name = local_model(tmp_path / "c", srv.host, "alice", "mario", "v1", tiny_f16)
         go_client(tmp_path / "c").push(name)
-        manifest = json.loads(_server_manifest(tmp_path / "server", srv.host, "alice", "mario", "v1"))
+        manifest = json.loads(srv.store.driver.get_content(f"manifests/{srv.host}/alice/mario/v1"))
         digest = manifest["layers"][0]["digest"]
         path = f"/v2/alice/mario/blobs/{digest}"
         status, headers, body = raw_request(srv, "HEAD", path)
@@ -122,25 +129,25 @@ def test_blob_get_answers_200_with_location_and_head_with_length(tmp_path, alice
         assert headers["location"] == f"http://{srv.host}{path}"
 
 
-def test_unknown_key_is_refused_and_nothing_is_stored(tmp_path, alice, tiny_f16):
+def test_unknown_key_is_refused_and_nothing_is_stored(tmp_path, alice, tiny_f16, storage):
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
     server_models = tmp_path / "server"
-    with registry(server_models, authorized_keys=keys) as srv:
-        before = files_under(server_models / "blobs")
+    with registry(server_models, authorized_keys=keys, storage=storage) as srv:
+        before = stored_files(srv, "blobs")
         name = local_model(tmp_path / "c", srv.host, "alice", "mario", "v1", tiny_f16)
         mallory = go_client(tmp_path / "c", Ed25519PrivateKey.generate())
         with pytest.raises(OllamaError) as err:
             mallory.push(name)
         assert str(err.value).startswith("403: ")
         assert "not authorized" in str(err.value)
-        assert files_under(server_models / "blobs") == before
-        assert not (server_models / "manifests" / srv.host).exists()
-        assert not list((server_models / "registry").glob("uploads/*"))
+        assert stored_files(srv, "blobs") == before
+        assert stored_files(srv, f"manifests/{srv.host}") == {}
+        assert stored_names(srv, "registry/uploads") == []
 
 
-def test_key_listed_for_another_namespace_is_refused(tmp_path, alice, tiny_f16):
+def test_key_listed_for_another_namespace_is_refused(tmp_path, alice, tiny_f16, storage):
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
-    with registry(tmp_path / "server", authorized_keys=keys) as srv:
+    with registry(tmp_path / "server", authorized_keys=keys, storage=storage) as srv:
         name = local_model(tmp_path / "c", srv.host, "bob", "luigi", "v1", tiny_f16)
         with pytest.raises(OllamaError) as err:
             go_client(tmp_path / "c", alice).push(name)
@@ -148,8 +155,8 @@ def test_key_listed_for_another_namespace_is_refused(tmp_path, alice, tiny_f16):
         assert "may not push in namespace 'bob'" in str(err.value)
 
 
-def test_without_authorized_keys_pushes_get_a_clear_401(tmp_path, alice, tiny_f16):
-    with registry(tmp_path / "server") as srv:
+def test_without_authorized_keys_pushes_get_a_clear_401(tmp_path, alice, tiny_f16, storage):
+    with registry(tmp_path / "server", storage=storage) as srv:
         name = local_model(tmp_path / "c", srv.host, "alice", "mario", "v1", tiny_f16)
         with pytest.raises(OllamaError) as err:
             go_client(tmp_path / "c", alice).push(name)
@@ -160,9 +167,9 @@ def test_without_authorized_keys_pushes_get_a_clear_401(tmp_path, alice, tiny_f1
             go_client(tmp_path / "p").pull(name)
 
 
-def test_second_push_skips_what_the_registry_has(tmp_path, alice, tiny_f16):
+def test_second_push_skips_what_the_registry_has(tmp_path, alice, tiny_f16, storage):
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
-    with registry(tmp_path / "server", authorized_keys=keys) as srv:
+    with registry(tmp_path / "server", authorized_keys=keys, storage=storage) as srv:
         first = local_model(tmp_path / "c", srv.host, "alice", "mario", "v1", tiny_f16)
         go_client(tmp_path / "c", alice).push(first)
 
@@ -183,13 +190,12 @@ def test_second_push_skips_what_the_registry_has(tmp_path, alice, tiny_f16):
         client.push(other)
         heads = [s for s in client.log if s.method == "HEAD" and s.url.endswith(weights["digest"])]
         assert [s.status for s in heads] == [404]
-        blobs = tmp_path / "server" / "blobs"
-        assert (blobs / weights["digest"].replace(":", "-")).stat().st_size == len(tiny_f16)
+        assert srv.store.blobs.size(weights["digest"]) == len(tiny_f16)
 
 
-def test_private_push_mounts_layers_with_from(tmp_path, alice, tiny_f16):
+def test_private_push_mounts_layers_with_from(tmp_path, alice, tiny_f16, storage):
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
-    with registry(tmp_path / "server", authorized_keys=keys, private=True) as srv:
+    with registry(tmp_path / "server", authorized_keys=keys, private=True, storage=storage) as srv:
         first = local_model(tmp_path / "c", srv.host, "alice", "mario", "v1", tiny_f16)
         go_client(tmp_path / "c", alice).push(first)
         # A blob is readable only through repositories that have it: HEAD in a new
@@ -209,6 +215,8 @@ def test_private_push_mounts_layers_with_from(tmp_path, alice, tiny_f16):
 
 
 def test_authorized_keys_file_is_reloaded(tmp_path, alice, tiny_f16):
+    """Filesystem only: about re-reading the local file on every use (on remote storage the
+    keys are shared through the storage: test_s3's replica test covers their reloading)."""
     bob = Ed25519PrivateKey.generate()
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
     with registry(tmp_path / "server", authorized_keys=keys) as srv:
@@ -221,10 +229,10 @@ def test_authorized_keys_file_is_reloaded(tmp_path, alice, tiny_f16):
         assert httpx.get(srv.url + "/v2/bob/x/tags/list").status_code == 200
 
 
-def test_private_pulls_use_tokens_and_blob_grants(tmp_path, alice, tiny_f16):
+def test_private_pulls_use_tokens_and_blob_grants(tmp_path, alice, tiny_f16, storage):
     eve = Ed25519PrivateKey.generate()
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"), (eve, "eve"))
-    with registry(tmp_path / "server", authorized_keys=keys, private=True) as srv:
+    with registry(tmp_path / "server", authorized_keys=keys, private=True, storage=storage) as srv:
         name = local_model(tmp_path / "c", srv.host, "alice", "mario", "v1", tiny_f16)
         go_client(tmp_path / "c", alice, min_part=PART).push(name)
 
@@ -273,9 +281,9 @@ def _token_request(srv, key, *, ts=None, nonce="AAAAAAAAAAAAAAAAAAAAAA", scope="
     return raw_request(srv, "GET", target, headers={"Authorization": f"{ssh_wire_b64(key)}:{sig}"})
 
 
-def test_token_endpoint_refuses_replays_stale_requests_and_other_services(tmp_path, alice):
+def test_token_endpoint_refuses_replays_stale_requests_and_other_services(tmp_path, alice, storage):
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
-    with registry(tmp_path / "server", authorized_keys=keys) as srv:
+    with registry(tmp_path / "server", authorized_keys=keys, storage=storage) as srv:
         status, _, body = _token_request(srv, alice, nonce="n" * 22)
         assert status == 200 and json.loads(body)["token"].startswith("ct1.")
         status, _, body = _token_request(srv, alice, nonce="n" * 22)
@@ -291,8 +299,8 @@ def test_token_endpoint_refuses_replays_stale_requests_and_other_services(tmp_pa
         assert status == 401 and json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
 
 
-def test_challenge_realm_is_absolute_on_the_request_host(tmp_path):
-    with registry(tmp_path / "server") as srv:
+def test_challenge_realm_is_absolute_on_the_request_host(tmp_path, storage):
+    with registry(tmp_path / "server", storage=storage) as srv:
         status, headers, body = raw_request(srv, "POST", "/v2/alice/mario/blobs/uploads/", b"")
         assert status == 401
         challenge = parse_challenge(headers["www-authenticate"])
@@ -305,7 +313,7 @@ def test_challenge_realm_is_absolute_on_the_request_host(tmp_path):
             headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "reg.example"},
         )
         assert parse_challenge(headers["www-authenticate"]).realm == f"http://{srv.host}/v2/token"
-    with registry(tmp_path / "server2", trust_proxy=True) as srv:
+    with registry(tmp_path / "server2", trust_proxy=True, storage=storage) as srv:
         _, headers, _ = raw_request(
             srv, "POST", "/v2/alice/mario/blobs/uploads/", b"",
             headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "reg.example"},
@@ -342,6 +350,7 @@ def _wait_up(proc, port: int) -> None:
 
 @pytest.mark.slow
 def test_corral_serve_registry_flags(tmp_path, alice, tiny_f16):
+    """Filesystem only: about `corral serve`'s flags and where the files land on disk."""
     keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
     proc, port = _serve(tmp_path, "--authorized-keys", str(keys), "--registry-host", "models.example:5000")
     try:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry.auth import parse_challenge
+from tests.integration.test_storage import _wait
 from tests.ollama_go_client import EMPTY_BODY_B64, ssh_wire_b64
 from tests.registry_support import (
     authorized_keys,
@@ -105,6 +107,117 @@ def test_two_replicas_on_one_bucket(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.slow
+def test_replicas_share_the_authorized_keys_through_the_bucket(tmp_path, tiny_f16):
+    """Replica A has --authorized-keys FILE, replica B none: the keys live in the bucket.
+    A key added to A's file is accepted for a push through B; a key removed from it is
+    refused by both; a replica restarted with an older file keeps the newer stored keys."""
+    from tests.ollama_go_client import OllamaError
+
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"))
+    storage = s3_url()
+    fast = {"storage": storage, "keys_check_s": 0.1, "prune_on_start": False}
+    with registry(tmp_path / "a", authorized_keys=keys, **fast) as a, registry(tmp_path / "b", **fast) as b:
+        bob_b64 = ssh_wire_b64(bob)
+
+        def knows(srv) -> bool:  # noqa: ANN001
+            found = srv.registry_state.authorized_keys()
+            return found is not None and found.knows(bob_b64)
+
+        def push(srv, model: str) -> None:  # noqa: ANN001
+            name = local_model(tmp_path / "c", srv.host, "bob", model, "v1", tiny_f16)
+            go_client(tmp_path / "c", bob).push(name)
+
+        with pytest.raises(OllamaError, match="^403: "):
+            push(b, "first")  # B knows the stored keys (alice only): bob is refused
+        time.sleep(0.05)
+        authorized_keys(keys, (alice, "alice"), (bob, "bob"))  # the edit, on A's file
+        assert _wait(lambda: knows(b), 20)
+        push(b, "second")
+        assert httpx.get(f"{b.url}/v2/bob/second/tags/list").json()["tags"] == ["v1"]
+
+        time.sleep(0.05)
+        authorized_keys(keys, (alice, "alice"))  # bob removed
+        assert _wait(lambda: not knows(a) and not knows(b), 20)
+        for srv in (a, b):
+            with pytest.raises(OllamaError, match="^403: "):
+                push(srv, "third")
+
+    # An older file on a replica that starts later does not undo the newer stored keys.
+    old = authorized_keys(tmp_path / "old_keys", (alice, "alice"), (bob, "bob"))
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    with registry(tmp_path / "c2", authorized_keys=old, **fast) as c:
+        keys_now = c.registry_state.authorized_keys()
+        assert keys_now is not None and not keys_now.knows(bob_b64)
+
+
+@pytest.mark.slow
+def test_a_model_on_s3_runs_from_the_local_cache(tmp_path):
+    """`--storage s3://... --cache-dir --cache-size`: models created from blobs uploaded to
+    the server run; the weights are materialized in the cache and verified by digest; a
+    cache with room for two models evicts the least recently used copy, but never the one a
+    loaded runner has open."""
+    from api.settings import Settings
+    from tests.servers import ThreadedServer
+    from tests.tinymodel import tiny_gguf_bytes
+
+    weights = {m: tiny_gguf_bytes(seed=i) for i, m in enumerate(("a", "b", "c"), start=1)}
+    size = len(weights["a"])
+    assert {len(w) for w in weights.values()} == {size}
+    storage = s3_url()
+    settings = Settings(models=tmp_path / "scratch", host="127.0.0.1", port=free_port(),
+                        storage=storage, cache_dir=tmp_path / "creating", prune_on_start=False)
+    with ThreadedServer(settings) as srv:  # the models are created through one server...
+        for m, data in weights.items():
+            assert httpx.post(f"{srv.url}/api/blobs/{digest_of(data)}", content=data).status_code == 201
+            r = httpx.post(f"{srv.url}/api/create", timeout=60, json={
+                "model": m, "files": {f"{m}.gguf": digest_of(data)}, "stream": False})
+            assert r.status_code == 200, r.text
+    cache = tmp_path / "cache"  # ...and run by another, with a cache room for two of them
+    settings = replace(settings, port=free_port(), cache_dir=cache, cache_size=2 * size + size // 2)
+    with ThreadedServer(settings) as srv:
+        c = httpx.Client(base_url=srv.url, timeout=120)
+
+        def generate(m: str, keep_alive: str | int) -> None:
+            r = c.post("/api/generate", json={"model": m, "prompt": "hi", "stream": False,
+                                              "keep_alive": keep_alive, "options": {"num_predict": 4}})
+            assert r.status_code == 200, r.text
+            assert r.json()["done"] is True and r.json()["model"] == m
+
+        def cached() -> dict[str, bytes]:
+            return {m: (cache / "blobs" / digest_of(w).replace(":", "-")).read_bytes()
+                    for m, w in weights.items() if (cache / "blobs" / digest_of(w).replace(":", "-")).exists()}
+
+        def loaded() -> list[str]:
+            return [x["name"] for x in c.get("/api/ps").json()["models"]]
+
+        def closed(m: str) -> bool:  # no process (a runner still exiting) has m's copy open
+            from store.cache import open_files
+
+            return str((cache / "blobs" / digest_of(weights[m]).replace(":", "-")).resolve()) not in open_files()
+
+        assert not (cache / "blobs").exists()  # nothing materialized before a model runs
+        generate("a", "10m")  # a stays loaded: its runner holds the cached file open
+        assert cached() == {"a": weights["a"]}  # materialized, and the bytes are the blob's
+        generate("b", 0)
+        assert _wait(lambda: loaded() == ["a:latest"] and closed("b"), 30)
+        assert set(cached()) == {"a", "b"}
+        generate("c", 0)  # over the size: a is the least recently used, but open
+        assert _wait(lambda: loaded() == ["a:latest"], 30)
+        now = cached()
+        assert set(now) == {"a", "c"} and now["c"] == weights["c"]
+        generate("a", "10m")  # still served from its cached copy
+
+        generate("a", 0)  # unload a: now nothing is open
+        assert _wait(lambda: loaded() == [] and closed("a") and closed("c"), 30)
+        generate("b", 0)  # over the size again: the least recently used copy goes
+        assert _wait(lambda: loaded() == [], 30)
+        assert set(cached()) == {"a", "b"}  # c: its last use is older than a's
+        c.close()
 
 
 def _token_request(srv: ServeProcess, key: Ed25519PrivateKey, host: str,

@@ -166,9 +166,16 @@ def test_online_gc_honours_grace_and_recent_manifests(tmp_path, storage):
 
 
 @pytest.mark.slow
-def test_startup_gc_never_stops_the_world(tmp_path):
-    """Many unreferenced, old blobs: the server answers /api/version at once while its
-    first GC cycle runs in the background, and the cycle frees them."""
+def test_startup_answers_before_the_work_that_grows_with_the_store(tmp_path, monkeypatch):
+    """20,000 unreferenced, old blobs and 500 models: the server answers /api/version while
+    its startup work (the blobs scan, the listing index over every manifest) is still
+    running in the background, /readyz says `loading` until that is done, and the first
+    GC cycle, after it, frees the blobs. The work is held at its start by a gate so the
+    order is certain, then runs for real."""
+    import api.app as app_module
+    from api.settings import Settings
+    from tests.servers import ThreadedServer
+
     models = tmp_path / "models"
     blobs = models / "blobs"
     blobs.mkdir(parents=True)
@@ -178,18 +185,37 @@ def test_startup_gc_never_stops_the_world(tmp_path):
         p = blobs / Digest.of_bytes(str(i).encode()).filename
         p.write_bytes(str(i).encode())
         os.utime(p, (old, old))
-    srv = ServeProcess(models)
-    started = time.monotonic()
-    srv.start()
-    try:
-        ready = time.monotonic() - started
-        t0 = time.monotonic()
-        assert httpx.get(f"{srv.url}/api/version", timeout=5).status_code == 200
-        assert time.monotonic() - t0 < 1.0
-        assert len(os.listdir(blobs)) > 0 or ready < 60
-        assert _wait(lambda: len(os.listdir(blobs)) == 0, 120)
-    finally:
-        srv.stop()
+    layer = b"shared weights"
+    for data in (CONFIG, layer):
+        (blobs / Digest.of_bytes(data).filename).write_bytes(data)
+    raw = _manifest(CONFIG, [layer])
+    for i in range(500):
+        d = models / "manifests" / "registry.ollama.ai" / f"ns{i % 10}" / f"m{i}"
+        d.mkdir(parents=True)
+        (d / "latest").write_bytes(raw)
+    gate, entered = threading.Event(), threading.Event()
+    real = app_module._startup_work
+
+    def gated(store: Store) -> None:
+        entered.set()
+        gate.wait(60)
+        real(store)
+
+    monkeypatch.setattr(app_module, "_startup_work", gated)
+    settings = Settings(models=models, host="127.0.0.1", port=free_port())
+    with ThreadedServer(settings) as srv:
+        try:
+            assert entered.wait(10)
+            assert httpx.get(f"{srv.url}/api/version", timeout=5).status_code == 200
+            r = httpx.get(f"{srv.url}/readyz", timeout=5)
+            assert r.status_code == 503 and r.json()["checks"]["startup"] == "loading"
+            assert not srv.store.manifests.loaded  # the index waits for the startup work
+        finally:
+            gate.set()
+        assert _wait(lambda: httpx.get(f"{srv.url}/readyz", timeout=5).status_code == 200, 60)
+        assert srv.store.manifests.loaded
+        assert len(httpx.get(f"{srv.url}/api/tags", timeout=30).json()["models"]) == 500
+        assert _wait(lambda: len(os.listdir(blobs)) == 2, 180)  # only the models' blobs stay
 
 
 @pytest.mark.parametrize("driver", ["filesystem", "memory"])

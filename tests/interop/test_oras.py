@@ -44,12 +44,13 @@ def test_push_and_pull_an_oci_artifact(tmp_path, monkeypatch, storage):
         assert names == [f"{srv.host}/alice/artifact:v1"]
 
 
-def test_ollama_style_manifest_pushed_by_oras_pulls_with_ollama(tmp_path, tiny_f16):
+@pytest.mark.parametrize("storage", STORAGES)
+def test_ollama_style_manifest_pushed_by_oras_pulls_with_ollama(tmp_path, tiny_f16, storage):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(tiny_f16)
     config = tmp_path / "config.json"
     config.write_bytes(b'{"model_format":"gguf","model_family":"llama","file_type":"F16"}\n')
-    with registry(tmp_path / "server", anonymous_push=True) as srv:
+    with registry(tmp_path / "server", anonymous_push=True, storage=storage_spec(storage)) as srv:
         client = oras_client.OrasClient(hostname=srv.host, insecure=True)
         container = client.get_container(f"{srv.host}/alice/mario:v1")
         layer = oras_oci.NewLayer(str(gguf), media_type="application/vnd.ollama.image.model", is_dir=False)

@@ -32,8 +32,9 @@ def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_list_tags_inspect_raw_and_delete_an_ollama_model(tmp_path, tiny_f16):
-    with registry(tmp_path / "server", anonymous_push=True) as srv:
+@pytest.mark.parametrize("storage", STORAGES)
+def test_list_tags_inspect_raw_and_delete_an_ollama_model(tmp_path, tiny_f16, storage):
+    with registry(tmp_path / "server", anonymous_push=True, storage=storage_spec(storage)) as srv:
         name = local_model(tmp_path / "c", srv.host, "alice", "mario", "v1", tiny_f16, system="hi")
         go_client(tmp_path / "c").push(name)
         local_model(tmp_path / "c", srv.host, "alice", "mario", "v2", tiny_f16, system="other")
@@ -43,7 +44,7 @@ def test_list_tags_inspect_raw_and_delete_an_ollama_model(tmp_path, tiny_f16):
         listed = json.loads(skopeo("list-tags", "--tls-verify=false", ref).stdout)
         assert listed["Tags"] == ["v1", "v2"]
         raw = skopeo("inspect", "--raw", "--tls-verify=false", f"{ref}:v1").stdout.encode()
-        stored = (tmp_path / "server" / "manifests" / srv.host / "alice" / "mario" / "v1").read_bytes()
+        stored = srv.store.driver.get_content(f"manifests/{srv.host}/alice/mario/v1")
         assert raw == stored
 
         skopeo("delete", "--tls-verify=false", f"{ref}:v1")

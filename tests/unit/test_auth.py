@@ -733,7 +733,9 @@ def test_scope_parse_and_format():
         "repository:a/b:",
         "repository:a/b:bogus",
         "repository:mario:pull",
-        "repository:a/b/c:pull",
+        "repository:a/B/c:pull",
+        "repository:a//c:pull",
+        "repository:a/b/../c:pull",
         "repository:../b:pull",
         "repository:a/.b:pull",
         "repository:host:5000/a/b:pull",
@@ -744,6 +746,13 @@ def test_scope_parse_and_format():
 def test_scope_parse_rejects(bad):
     with pytest.raises(ScopeError):
         Scope.parse(bad)
+
+
+def test_scope_of_a_deeper_oci_repository():
+    scope = Scope.parse("repository:org/team/model:pull,push")
+    assert (scope.name, scope.namespace, scope.actions) == ("org/team/model", "org", ("pull", "push"))
+    assert scope.allows("repository", "org/team/model", "push")
+    assert not scope.allows("repository", "org/team", "push")
 
 
 def test_parse_scopes_skips_junk_merges_and_caps():

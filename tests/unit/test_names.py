@@ -84,3 +84,68 @@ def test_validity_matches_the_table(text):
         # A valid name never holds anything a path could be confused by.
         assert ".." not in name.namespace and "/" not in str(name.relpath().name)
         assert all(p not in ("", ".", "..") for p in name.relpath().parts)
+
+
+# --- OCI repository names deeper than <namespace>/<model> -----------------------------------
+
+# distribution-spec's component grammar, restated independently.
+OCI_COMPONENT = re.compile(r"\A[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*\Z")
+_ALNUM = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=6)
+
+
+@st.composite
+def _oci_component(draw: st.DrawFn) -> str:
+    out = draw(_ALNUM)
+    for sep, more in draw(st.lists(st.tuples(st.sampled_from([".", "_", "__", "-", "--", "---"]), _ALNUM),
+                                   max_size=3)):
+        out += sep + more
+    return out
+
+
+def _oracle(path: str) -> tuple[str, str] | None:
+    """What split_repository must answer, from the two grammars' tables."""
+    parts = path.split("/")
+    if len(parts) == 1:
+        return ("library", parts[0]) if PART_RE["model"].match(parts[0]) else None
+    if len(parts) == 2 and PART_RE["namespace"].match(parts[0]) and PART_RE["model"].match(parts[1]):
+        return parts[0], parts[1]
+    if len(path) <= 255 and all(OCI_COMPONENT.match(c) for c in parts):
+        return parts[0], "/".join(parts[1:])
+    return None
+
+
+@given(st.lists(_oci_component(), min_size=1, max_size=8), _part("tag"))
+def test_oci_names_are_accepted_and_stored_without_collision_or_escape(components, tag):
+    from store.names import DEEP_SEPARATOR, split_repository
+
+    path = "/".join(components)
+    split = split_repository(path)
+    assert split == _oracle(path)
+    if split is None:
+        assert len(path) > 255 or len(components) == 1
+        return
+    name = ModelName("localhost:5000", split[0], split[1], tag, scheme="https")
+    assert name.is_storable
+    rel = name.relpath().parts
+    assert len(rel) == 4 and all(p and p not in (".", "..") and "/" not in p for p in rel)
+    assert ModelName.from_parts(rel) == name  # the stored name reads back as itself
+    # A deeper name is never stored where an ollama name could be, and ollama's grammar
+    # never parses one from text.
+    if len(components) > 2:
+        assert name.is_oci and DEEP_SEPARATOR in rel[2]
+        assert not ModelName.parse_lenient(f"localhost:5000/{path}:{tag}").is_valid
+        assert name.display_shortest() == f"localhost:5000/{path}:{tag}"
+
+
+@given(st.text(alphabet="aB0._-/%~:.", max_size=24))
+def test_repository_grammar_matches_the_oracle(path):
+    from store.names import split_repository
+
+    assert split_repository(path) == _oracle(path)
+
+
+@given(st.lists(st.text(alphabet="ab.:_-", min_size=1, max_size=6), min_size=4, max_size=4))
+def test_stored_paths_decode_only_to_names_that_encode_back(parts):
+    name = ModelName.from_parts(parts)
+    if name is not None:
+        assert name.is_storable and tuple(name.relpath().parts) == tuple(parts)

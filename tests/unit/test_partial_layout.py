@@ -136,3 +136,21 @@ def test_trailing_bytes_after_the_json_are_ignored(tmp_path):
     state_path(tmp_path, D, 0).write_bytes(b'{"N":0,"Offset":0,"Size":10,"Completed":5}\n5}\n')
     parts, _ = load_parts(tmp_path, D, 10, 10)
     assert [(p.offset, p.size, p.completed) for p in parts] == [(0, 10, 5)]
+
+
+@given(st.integers(1, 1 << 32), st.integers(1, 300), st.integers(1, 16),
+       st.one_of(st.just(0), st.integers(1 << 20, 64 << 20)))
+def test_fine_tail_recuts_only_the_last_parts_and_covers_the_blob(total, count, streams, size):
+    from registry.client.download import fine_tail
+
+    planned = plan_parts(total, count, 16 << 20, 1000 * 10**6)
+    parts = fine_tail(planned, streams, size)
+    assert [p.n for p in parts] == list(range(len(parts)))
+    assert parts[0].offset == 0 and parts[-1].end == total
+    assert all(a.end == b.offset and b.size > 0 for a, b in zip(parts, parts[1:], strict=False))
+    if size == 0:
+        assert parts == planned
+        return
+    kept = max(len(planned) - streams, 0)
+    assert parts[:kept] == planned[:kept]
+    assert all(p.size <= size for p in parts[kept:])

@@ -17,7 +17,7 @@ from registry.server.errors import (
     register,
 )
 from registry.server.uploads import _parse_content_range
-from store.names import is_valid_part
+from store.names import split_repository
 
 HEX = "ab" * 32
 
@@ -42,6 +42,13 @@ HEX = "ab" * 32
         ("/v2/blobs/blobs/uploads/", "upload_start", ("library", "blobs"), ""),
         ("/v2/tags/tags/list", "tags", ("library", "tags"), ""),
         ("/v2/Alice/Mario.v2/manifests/V1", "manifest", ("Alice", "Mario.v2"), "V1"),
+        # OCI names deeper than <namespace>/<model>: the first component is the namespace.
+        ("/v2/org/team/model/manifests/v1", "manifest", ("org", "team/model"), "v1"),
+        ("/v2/a/b/c/d/tags/list", "tags", ("a", "b/c/d"), ""),
+        ("/v2/my.org/model/manifests/v1", "manifest", ("my.org", "model"), "v1"),
+        ("/v2/a/blobs/b/blobs/uploads/", "upload_start", ("a", "blobs/b"), ""),
+        ("/v2/a/manifests/b/manifests/v1", "manifest", ("a", "manifests/b"), "v1"),
+        (f"/v2/a/b/c/referrers/sha256:{HEX}", "referrers", ("a", "b/c"), f"sha256:{HEX}"),
     ],
 )
 def test_routes(path, kind, repo, ref):
@@ -54,7 +61,12 @@ def test_routes(path, kind, repo, ref):
 @pytest.mark.parametrize(
     "path, code",
     [
-        ("/v2/a/b/c/manifests/x", "NAME_INVALID"),
+        ("/v2/a/B/c/manifests/x", "NAME_INVALID"),
+        ("/v2/a//b/manifests/x", "NAME_INVALID"),
+        ("/v2/a/b//manifests/x", "NAME_INVALID"),
+        ("/v2/a/b/%2e%2e/manifests/x", "NAME_INVALID"),
+        ("/v2/a/b%2Fc/d/manifests/x", "NAME_INVALID"),
+        ("/v2/" + "a/" * 127 + "bc/manifests/x", "NAME_INVALID"),
         ("/v2/a/../b/manifests/x", "NAME_INVALID"),
         ("/v2/%2e%2e/b/manifests/x", "NAME_INVALID"),
         ("/v2/a%2Fb/c/manifests/x", "NAME_INVALID"),
@@ -79,8 +91,7 @@ def test_any_path_routes_to_a_valid_repository_or_an_oci_error(tail):
         return
     if route.repo is not None:
         assert isinstance(route.repo, RepoName)
-        assert is_valid_part("namespace", route.repo.namespace)
-        assert is_valid_part("model", route.repo.model)
+        assert split_repository(route.repo.path) == (route.repo.namespace, route.repo.model)
 
 
 def test_references():
