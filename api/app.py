@@ -18,6 +18,7 @@ from api.apikeys import ApiKeyFile
 from api.audit import AUDIT, AuditLog, audit_middleware
 from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, RateLimiter, auth_middleware
 from api.middleware import (
+    body_progress,
     content_type_guard,
     cors,
     cors_headers,
@@ -27,7 +28,7 @@ from api.middleware import (
     path_guard,
 )
 from api.origins import OriginPolicy, host_name
-from api.resources import header_timeout, install_repeat_filter, raise_nofile
+from api.resources import body_timeout, header_timeout, install_repeat_filter, raise_nofile
 from api.routes import (
     anthropic,
     blobs,
@@ -74,7 +75,7 @@ def create_app(settings: Settings) -> web.Application:
     counting = [metrics.metrics_middleware(meters)] if settings.metrics else []
     hosts = _local_names(settings)
     app = web.Application(
-        middlewares=[*counting, registry_guard, v1_errors, path_guard, host_check(settings.host, hosts),
+        middlewares=[*counting, registry_guard, body_progress(*body_timeout()), v1_errors, path_guard, host_check(settings.host, hosts),
                      cors(OriginPolicy(settings.origins), hosts), content_type_guard,
                      *access, audit_middleware(audit_log, IDENTITY), errors],
         client_max_size=32 * 1024 * 1024,

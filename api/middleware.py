@@ -1,8 +1,11 @@
-"""Middlewares: errors as `{"error": ...}`, the Host check against DNS rebinding, the
+"""Middlewares: errors as `{"error": ...}`, request bodies that stop coming, the Host check against DNS rebinding, the
 Origin/CORS and Content-Type checks against cross-site requests, and who may manage models."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import hmac
 import ipaddress
 import logging
@@ -21,12 +24,30 @@ log = logging.getLogger("corral.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class BodyTimeout(ConnectionResetError, TimeoutError):
+    """The client stopped sending the request body (or sends it below the rate floor).
+    Handled like a client gone mid-body (what was sent is rolled back); a TimeoutError
+    too, so that aiohttp, draining the rest of the body after the answer, gives up quietly
+    and closes the connection."""
+
+
+BODY_TIMEOUT_MESSAGE = "request body timed out: the client stopped sending it"
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except APIError as exc:
         return error_response(exc.status, exc.message)
+    except BodyTimeout:
+        return error_response(408, BODY_TIMEOUT_MESSAGE)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(500, "internal server error")
+        log.warning("%s %s: out of file descriptors", request.method, request.path)
+        return error_response(503, "the server is out of file descriptors; retry later")
     except (StoreError, InferenceError) as exc:
         return error_response(*error_of(exc))
     except web.HTTPException as exc:
@@ -43,6 +64,69 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal server error")
+
+
+def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None) -> Callable[..., object]:
+    """Time out request bodies that stop or trickle (policy in api/resources.py).
+
+    A watcher samples the body stream every `tick_s`: time counts only while a handler
+    waits on it with nothing buffered (so the server's own slowness never does); after
+    each `timeout_s` of such waiting, at least `min_rate * timeout_s` bytes must have
+    arrived. Otherwise the stream fails with BodyTimeout, the answer is 408 (when nothing
+    was sent yet) and the connection is closed."""
+    tick = tick_s if tick_s is not None else min(1.0, timeout_s / 10)
+    need = min_rate * timeout_s
+
+    async def watch(request: web.Request, fired: list[bool]) -> None:
+        content = request.content
+        waited, got, seen = 0.0, 0, content.total_bytes
+        while True:
+            await asyncio.sleep(tick)
+            if content.is_eof():
+                return
+            got += content.total_bytes - seen
+            seen = content.total_bytes
+            # aiohttp sets `_waiter` while a reader waits for bytes it does not have.
+            if getattr(content, "_waiter", None) is None:
+                continue
+            waited += tick
+            if waited + 1e-9 < timeout_s:
+                continue
+            if got < need:
+                fired.append(True)
+                content.set_exception(BodyTimeout(BODY_TIMEOUT_MESSAGE))
+                return
+            waited, got = 0.0, 0
+
+    def timed_out(request: web.Request) -> web.StreamResponse:
+        log.info("%s %s: %s", request.method, request.path, BODY_TIMEOUT_MESSAGE)
+        response = error_response(408, BODY_TIMEOUT_MESSAGE)
+        response.force_close()
+        return response
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.body_exists or request.content.is_eof():
+            return await handler(request)  # no body, or all of it already arrived
+        fired: list[bool] = []
+        watcher = asyncio.create_task(watch(request, fired))
+        try:
+            response = await handler(request)
+        except Exception:
+            if not fired:
+                raise
+            return timed_out(request)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if fired:
+            if not response.prepared:
+                return timed_out(request)
+            response.force_close()
+        return response
+
+    return middleware
 
 
 def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callable[..., object]:

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from api.errors import APIError, bad_request
-from store.errors import InvalidName
+from store.errors import InvalidName, first_error
 from store.names import ModelName
 
 MAX_JSON_BODY = 32 * 1024 * 1024
@@ -47,9 +47,8 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise bad_request(f"invalid value for {where}: {first['msg']}") from None
+        where, message = first_error(exc, "body")
+        raise bad_request(f"invalid value for {where}: {message}") from None
 
 
 def parse_name(text: str, message: str = "invalid model name") -> ModelName:

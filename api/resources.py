@@ -6,6 +6,14 @@
 * Connections must send a complete request head within `CORRAL_HEADER_TIMEOUT` seconds
   (default 10) of connecting or of their previous answer, so slow or idle connections
   (slowloris) cannot hold descriptors for long.
+* Request bodies must keep coming: while a handler waits for body bytes that have not
+  arrived, the client must deliver at least `CORRAL_BODY_MIN_RATE` bytes per second
+  (default 1024) averaged over each `CORRAL_BODY_TIMEOUT` seconds of such waiting (default
+  30), or the request ends with 408 and the connection is closed. So a body that stops,
+  or trickles a byte a second, frees its connection and handler within one window, while
+  a large upload over a slow but working link (anything above the floor) goes through;
+  time the server itself spends not reading (writing to disk, a slow store) is not
+  counted against the client.
 * Repeated log records (the same message from the same place, e.g. `accept()` failing
   with EMFILE over and over) are let through a few times a minute; how many were dropped
   is said on the next one that passes.
@@ -33,6 +41,24 @@ def header_timeout() -> float:
     except ValueError:
         return DEFAULT_HEADER_TIMEOUT_S
     return value if 0 < value < 3600 else DEFAULT_HEADER_TIMEOUT_S
+
+
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_BODY_MIN_RATE = 1024.0
+
+
+def _env_float(name: str, default: float, low: float, high: float) -> float:
+    try:
+        value = float(os.environ.get(name, "").strip())
+    except ValueError:
+        return default
+    return value if low < value < high else default
+
+
+def body_timeout() -> tuple[float, float]:
+    """(`CORRAL_BODY_TIMEOUT` seconds, `CORRAL_BODY_MIN_RATE` bytes/s): see the top."""
+    return (_env_float("CORRAL_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S, 0, 86400),
+            _env_float("CORRAL_BODY_MIN_RATE", DEFAULT_BODY_MIN_RATE, -1, 1 << 40))
 
 
 def nofile_target(soft: int, hard: int, nr_open: int | None) -> int:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import threading
-from collections import OrderedDict
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +15,16 @@ from runtime.template import TemplateError, parse_ollama, template_capabilities
 from runtime.template.gostrconv import go_quote
 from store import gguf
 from store.config import details_of
+from store.digest import Digest
 from store.errors import StoreError
+from store.formats import ollama_media_type
+from store.gojson import go_json
+from store.manifest import MEDIA_TYPE_MODEL, MEDIA_TYPE_PROJECTOR, Layer
 from store.names import ModelName
 from store.options import format_go_float
 from store.parts import ModelParts
 from store.store import LocalModel, Store
+from store.summary import ARRAY_LIMIT, VerboseSpan
 
 log = logging.getLogger("corral.show")
 
@@ -54,81 +57,52 @@ def _template_capabilities(text: str) -> list[str]:
         return []
 
 
-# --- what show needs from a model's GGUF header, read once per blob ------------------------
+# --- what show needs from a model's GGUF header: its summary, made once per blob -------
 
-# `verbose` shows at most this many elements of each array (the largest real vocabularies
-# and merge lists fit); longer arrays are cut. Only this much of any array is ever read
-# into memory, and verbose answers are built one at a time, so a GGUF with huge arrays
-# costs a bounded amount of memory per request instead of taking the server down.
-SHOW_ARRAY_LIMIT = 1 << 19
-SHOW_LIMITS = dataclasses.replace(gguf.DEFAULT_LIMITS, array_keep=SHOW_ARRAY_LIMIT)
-_FACTS_CACHED = 64
-_VERBOSE_BUILDS = threading.BoundedSemaphore(1)
+# `verbose` arrays are cut to this many elements (store/summary.py keeps them that way).
+SHOW_ARRAY_LIMIT = ARRAY_LIMIT
+_READ_ERRORS = (gguf.GGUFError, OSError, StoreError, ValueError)
 
 
-@dataclass(frozen=True)
-class GGUFFacts:
-    """The non-verbose parts of /api/show from a model blob (blobs never change)."""
+@dataclass
+class ShowBody:
+    """An encoded /api/show answer: bytes, and spans of stored summaries spliced into it
+    (a verbose model_info is streamed from storage, never built in memory per request)."""
 
-    model_info: dict[str, Any]
-    tensors: tuple[TensorInfo, ...]
-    capabilities: tuple[str, ...]
+    parts: list[bytes | VerboseSpan]
 
-
-class _FactsCache:
-    """GGUFFacts by blob path, each parsed once even when many shows ask at once."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, GGUFFacts] = OrderedDict()
-        self._lock = threading.Lock()
-        self._parsing: dict[str, threading.Lock] = {}
-
-    def get(self, path: str) -> GGUFFacts:
-        with self._lock:
-            hit = self._items.get(path)
-            if hit is not None:
-                self._items.move_to_end(path)
-                return hit
-            gate = self._parsing.setdefault(path, threading.Lock())
-        with gate:
-            with self._lock:
-                hit = self._items.get(path)
-            if hit is not None:
-                return hit
-            try:
-                g = gguf.read_gguf(path, limits=SHOW_LIMITS)
-                facts = GGUFFacts(
-                    model_info=gguf.model_info(g, verbose=False),
-                    tensors=tuple(TensorInfo(**t) for t in gguf.tensor_summaries(g)),
-                    capabilities=tuple(gguf.capabilities(g)),
-                )
-                with self._lock:
-                    self._items[path] = facts
-                    while len(self._items) > self.size:
-                        self._items.popitem(last=False)
-                return facts
-            finally:
-                with self._lock:
-                    self._parsing.pop(path, None)
+    @property
+    def size(self) -> int:
+        return sum(len(p) if isinstance(p, bytes) else p.length for p in self.parts)
 
 
-FACTS = _FactsCache(_FACTS_CACHED)
+def _gguf_layers(model: LocalModel) -> tuple[Layer | None, list[Layer]]:
+    """The model layer and the projector layers of a manifest."""
+    found: Layer | None = None
+    projectors: list[Layer] = []
+    for layer in model.manifest.layers:
+        mt = ollama_media_type(layer)
+        if mt == MEDIA_TYPE_MODEL and found is None:
+            found = layer
+        elif mt == MEDIA_TYPE_PROJECTOR:
+            projectors.append(layer)
+    return found, projectors
 
 
-def verbose_model_info(path: str) -> dict[str, Any]:
-    """model_info with array values (each cut to SHOW_ARRAY_LIMIT elements). Hold
-    `_VERBOSE_BUILDS` while building and encoding it."""
-    return gguf.model_info(gguf.read_gguf(path, limits=SHOW_LIMITS), verbose=True)
-
-
-def show_json(store: Store, name: ModelName, verbose: bool = False) -> bytes:
+def show_body(store: Store, name: ModelName, verbose: bool = False) -> ShowBody:
     """The encoded /api/show answer; runs in a worker thread (never on the event loop).
-    Verbose answers are built and encoded one at a time, bounding their memory."""
+    A verbose model_info is spliced in from its stored summary, not encoded here."""
     if not verbose:
-        return encode_json(build_show(store, name))
-    with _VERBOSE_BUILDS:
-        return encode_json(build_show(store, name, verbose=True))
+        return ShowBody([encode_json(build_show(store, name))])
+    spans: dict[str, VerboseSpan] = {}
+    encoded = encode_json(build_show(store, name, verbose=True, spans=spans))
+    parts: list[bytes | VerboseSpan] = []
+    for placeholder, span in spans.items():
+        before, found, encoded = encoded.partition(go_json({placeholder: None}))
+        if not found:
+            raise AssertionError("show placeholder missing from the answer")
+        parts += [before, span]
+    return ShowBody([*parts, encoded])
 
 
 def blob_ref(path: str) -> str:
@@ -154,44 +128,60 @@ def _with_layers(capabilities: list[str], parts: ModelParts, forced: list[str] |
 
 
 def model_capabilities(store: Store, model: LocalModel) -> list[str]:
-    """A model's capabilities as /api/show reports them (the GGUF's facts come from the
-    show cache, parsed once per blob)."""
+    """A model's capabilities as /api/show reports them (the GGUF's from its summary)."""
     parts = ModelParts(store, model)
+    layer, _ = _gguf_layers(model)
     found: list[str] = []
-    if parts.model_path is not None:
+    if layer is not None:
         try:
-            found = list(FACTS.get(parts.model_path).capabilities)
-        except (gguf.GGUFError, OSError, StoreError):
+            found = list(store.summaries.ensure(layer).capabilities)
+        except _READ_ERRORS:
             found = []
     return _with_layers(found, parts, store.config(model).capabilities)
 
 
-def build_show(store: Store, name: ModelName, verbose: bool = False) -> ShowResponse:
+def build_show(store: Store, name: ModelName, verbose: bool = False,
+               spans: dict[str, VerboseSpan] | None = None) -> ShowResponse:
+    """The answer; with `verbose` and `spans`, model_info and projector_info are
+    placeholders whose stored spans go to `spans`, for `show_body` to splice in."""
     model = store.get(name)
     config = store.config(model)
     parts = ModelParts(store, model)
+    layer, projector_layers = _gguf_layers(model)
+
+    def verbose_info(digest: Digest, fallback: dict[str, Any]) -> dict[str, Any]:
+        span = store.summaries.verbose_span(digest) if spans is not None else None
+        if span is None or spans is None:
+            return fallback
+        placeholder = f"corral-verbose-{uuid.uuid4().hex}"
+        spans[placeholder] = span
+        return {placeholder: None}  # encoded as {"<placeholder>":null}, then replaced
 
     model_info: dict[str, Any] = {}
     tensors: list[TensorInfo] | None = None
     capabilities: list[str] = []
-    if parts.model_path is not None:
+    if layer is not None:
         try:
-            facts = FACTS.get(parts.model_path)
-            model_info = verbose_model_info(parts.model_path) if verbose else dict(facts.model_info)
-        except (gguf.GGUFError, OSError, StoreError) as exc:
+            facts = store.summaries.ensure(layer)
+        except _READ_ERRORS as exc:
             log.warning("cannot read GGUF header of %s: %s", name.display_shortest(), exc)
         else:
-            tensors = list(facts.tensors)
+            model_info = dict(facts.model_info)
+            if verbose:
+                model_info = verbose_info(layer.digest, model_info)
+            tensors = [TensorInfo(**t) for t in facts.tensors]
             capabilities = list(facts.capabilities)
     projector_info: dict[str, Any] | None = None
-    if parts.projectors:
+    if projector_layers:
         # ollama: the projector's KV pairs, as model_info shows the model's.
-        path = parts.projectors[0]
         try:
-            projector_info = (verbose_model_info(path) if verbose
-                              else dict(FACTS.get(path).model_info))
-        except (gguf.GGUFError, OSError, StoreError) as exc:
+            pfacts = store.summaries.ensure(projector_layers[0])
+        except _READ_ERRORS as exc:
             log.warning("cannot read the projector header of %s: %s", name.display_shortest(), exc)
+        else:
+            projector_info = dict(pfacts.model_info)
+            if verbose:
+                projector_info = verbose_info(projector_layers[0].digest, projector_info)
     capabilities = _with_layers(capabilities, parts, config.capabilities)
     template = parts.template if parts.template is not None else DEFAULT_TEMPLATE
 

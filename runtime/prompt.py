@@ -22,7 +22,7 @@ import re
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +197,10 @@ class JinjaLimits:
     max_seconds: float = 2.0
     max_int_argument: int = 1_000_000  # any int given to a call, filter or repetition
     max_string: int = 4 * 1024 * 1024  # any string read through an attribute or item
+    # Characters (or items) all the strings and lists one render builds add up to: a
+    # template that keeps many large values alive (a list of big strings grown in a loop)
+    # stops here, so a render's memory is bounded however fast the machine is.
+    max_produced: int = 64 * 1024 * 1024
 
 
 class JinjaRenderer(Renderer):
@@ -217,6 +221,11 @@ class JinjaRenderer(Renderer):
             self.template = self.env.from_string(text)
         except (jinja2.TemplateError, RecursionError, MemoryError) as exc:
             raise PromptError(f"the model's chat template is invalid: {exc}") from None
+        # `~` compiles to a call of these module globals: bound what they build.
+        namespace = self.template.root_render_func.__globals__
+        limit = self.limits.max_string
+        namespace["str_join"] = lambda seq: _bounded_join("", seq, limit)
+        namespace["markup_join"] = namespace["str_join"]
 
     def render(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None,
                think: Think) -> str:
@@ -231,7 +240,7 @@ class JinjaRenderer(Renderer):
         }
         if think is not None:
             data["enable_thinking"] = bool(think)
-        state = _RenderState(time.monotonic() + self.limits.max_seconds)
+        state = _RenderState(time.monotonic() + self.limits.max_seconds, self.limits.max_produced)
         token = _CURRENT.set(state)
         previous_trace = sys.gettrace()
         # Every line the compiled template runs (each loop iteration included, also in
@@ -239,14 +248,17 @@ class JinjaRenderer(Renderer):
         # and output check it too. Size checks run before anything large is allocated.
         sys.settrace(state.tracer)
         try:
-            out: list[str] = []
-            size = 0
-            for chunk in self.template.generate(**data):
-                size += len(chunk)
-                if size > self.limits.max_output:
-                    raise PromptError("the model's chat template produced too much output")
-                state.check()
-                out.append(chunk)
+            try:
+                out: list[str] = []
+                size = 0
+                for chunk in self.template.generate(**data):
+                    size += len(chunk)
+                    if size > self.limits.max_output:
+                        raise PromptError("the model's chat template produced too much output")
+                    state.check()
+                    out.append(chunk)
+            finally:
+                sys.settrace(previous_trace)  # before handling: the deadline may have passed
             return "".join(out)
         except PromptError:
             raise
@@ -257,7 +269,6 @@ class JinjaRenderer(Renderer):
         except Exception as exc:  # noqa: BLE001 - template code may raise anything
             raise PromptError(f"cannot render the model's chat template: {type(exc).__name__}: {exc}") from None
         finally:
-            sys.settrace(previous_trace)
             _CURRENT.reset(token)
 
     @property
@@ -277,9 +288,16 @@ _TEMPLATE_FILE = "<template>"  # the file name jinja gives code compiled from a 
 
 
 class _RenderState:
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, budget: int = 1 << 62) -> None:
         self.deadline = deadline
         self.steps = 0
+        self.budget = budget  # characters/items left to build
+
+    def produced(self, value: Any) -> None:
+        if isinstance(value, str | bytes | list | tuple | dict):
+            self.budget -= len(value)
+            if self.budget < 0:
+                raise _LimitHit("render built too much data")
 
     def check(self) -> None:
         self.steps += 1
@@ -287,8 +305,12 @@ class _RenderState:
             raise _LimitHit("render took too long")
 
     def tracer(self, frame: Any, event: str, arg: Any) -> Any:
-        """sys.settrace hook: trace only frames of template code, line by line."""
+        """sys.settrace hook: trace frames of template code line by line; every other
+        Python call (a filter's inner loop: wordwrap, urlize, lipsum...) counts too."""
         if frame.f_code.co_filename != _TEMPLATE_FILE:
+            self.steps += 1
+            if not self.steps & 63 and time.monotonic() > self.deadline:
+                raise _LimitHit("render took too long")
             return None
         return self._line
 
@@ -307,6 +329,14 @@ def _tick() -> None:
     state = _CURRENT.get(None)
     if state is not None:
         state.check()
+
+
+def _produced(value: Any) -> Any:
+    """Count a value the template built against the render's budget; return it."""
+    state = _CURRENT.get(None)
+    if state is not None:
+        state.produced(value)
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -341,16 +371,18 @@ def _sandbox(limits: JinjaLimits) -> Any:
         return v
 
     class Limited(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**", "%", "//"})
+        intercepted_binops = frozenset({"*", "**", "%", "//", "+"})
 
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
             _tick()
             check_args(args, kwargs)
-            return check_value(super().call(__context, __obj, *args, **kwargs))
+            return _produced(check_value(super().call(__context, __obj, *args, **kwargs)))
 
         def getattr(self, obj: Any, attribute: str) -> Any:
             _tick()
             value = check_value(super().getattr(obj, attribute))
+            if isinstance(obj, str) and attribute == "join" and callable(value):
+                return lambda items=(): _bounded_join(obj, items, limits.max_string)
             if isinstance(obj, str) and attribute in _STR_GUARDS and callable(value):
                 return _guarded_str_method(obj, attribute, value, check_args, check_size)
             return value
@@ -368,9 +400,11 @@ def _sandbox(limits: JinjaLimits) -> Any:
                     if isinstance(seq, str | list | tuple) and isinstance(n, int):
                         if len(seq) * max(n, 0) > limits.max_string:
                             raise _LimitHit("repetition too large")
+            if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                check_size(len(left) + len(right))  # `{% set s = s + s %}` doubling
             if operator == "%" and isinstance(left, str) and re.search(r"%[-+ #0]*\*|%[-+ #0]*\d{4,}|\.\d{4,}", left):
                 raise _LimitHit("format width too large")
-            return check_value(super().call_binop(context, operator, left, right))
+            return _produced(check_value(super().call_binop(context, operator, left, right)))
 
     def raise_exception(message: str = "") -> None:
         raise JinjaTemplateError(str(message))
@@ -378,9 +412,22 @@ def _sandbox(limits: JinjaLimits) -> Any:
     def strftime_now(fmt: str) -> str:
         return time.strftime(str(fmt)[:100])
 
+    def join(value: Any, d: Any = "", attribute: Any = None) -> str:
+        if attribute is not None:
+            value = [env.getattr(v, attribute) for v in value]
+        return _bounded_join(str(d), value, limits.max_string)
+
+    def bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:  # noqa: A002
+        check_args((n, min, max), {})
+        check_size(_int(n, 5) * _int(max, 100) * 16)  # words of at most ~15 characters
+        return lipsum(n, html, min, max) if lipsum is not None else ""
+
     env = Limited(extensions=[loopcontrols], trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    lipsum = env.globals.get("lipsum")
+    env.filters["join"] = join
     for name, fn in list(env.filters.items()):
         env.filters[name] = _limited_filter(fn, check_args, _FILTER_SIZES.get(name), check_size)
+    env.globals["lipsum"] = bounded_lipsum
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     return env
@@ -397,7 +444,7 @@ def _limited_filter(fn: Callable[..., Any], check_args: Callable[[Sequence[Any],
             plain = [a for a in args if not _is_jinja_internal(a)]
             if plain:
                 check_size(size_of(*plain, **kwargs))
-        return fn(*args, **kwargs)
+        return _produced(fn(*args, **kwargs))
 
     return wrapper
 
@@ -453,9 +500,20 @@ def _pad_size(s: Any, width: Any = 80, *_: Any, **__: Any) -> float:
     return max(_len(s), _int(width))
 
 
-def _join_size(seq: Any, sep: Any = "", *_: Any, **kwargs: Any) -> float:
-    sep = kwargs.get("d", sep)
-    return max(_len(seq) - 1, 0) * _len(sep) if isinstance(seq, Sized) else 0
+def _bounded_join(sep: str, items: Any, limit: int) -> str:
+    """`sep.join(map(str, items))`, refused as soon as it would pass `limit` characters
+    (items may be a lazy iterable, whose length is known only by walking it)."""
+    parts: list[str] = []
+    size = 0
+    for item in items:
+        text = str(item)
+        size += len(text) + (len(sep) if parts else 0)
+        if size > limit:
+            raise _LimitHit("result would be too large")
+        parts.append(text)
+        if not len(parts) & 4095:
+            _tick()
+    return _produced(sep.join(parts))
 
 
 def _tojson_size(value: Any, indent: Any = None, *_: Any, **kwargs: Any) -> float:
@@ -467,12 +525,25 @@ def _expandtabs_size(s: Any, tabsize: Any = 8, *_: Any, **__: Any) -> float:
     return len(str(s)) + str(s).count("\t") * _int(tabsize, 8)
 
 
+# Text filters whose work on a long string runs in one Python or C step that the deadline
+# cannot interrupt (str.title over a list comprehension, markupsafe's striptags regexes,
+# textwrap, urlize): refused over this many characters of input.
+_SLOW_TEXT_INPUT = 256 * 1024
+
+
+def _slow_text_size(s: Any, *_: Any, **__: Any) -> float:
+    return float("inf") if isinstance(s, str) and len(s) > _SLOW_TEXT_INPUT else 0
+
+
 _FILTER_SIZES: dict[str, Callable[..., float]] = {
+    "title": _slow_text_size,
+    "striptags": _slow_text_size,
+    "wordwrap": _slow_text_size,
+    "urlize": _slow_text_size,
     "format": _format_size,
     "replace": _replace_size,
     "indent": _indent_size,
     "center": _pad_size,
-    "join": _join_size,
     "tojson": _tojson_size,
 }
 _STR_GUARDS: dict[str, Callable[..., float]] = {
@@ -484,7 +555,6 @@ _STR_GUARDS: dict[str, Callable[..., float]] = {
     "rjust": _pad_size,
     "zfill": _pad_size,
     "expandtabs": _expandtabs_size,
-    "join": lambda sep, seq=(), *_, **__: _join_size(seq, sep),
 }
 
 
@@ -496,7 +566,7 @@ def _guarded_str_method(obj: str, name: str, method: Callable[..., Any],
     def guarded(*args: Any, **kwargs: Any) -> Any:
         check_args(args, kwargs)
         check_size(size_of(obj, *args, **kwargs))
-        return method(*args, **kwargs)
+        return _produced(method(*args, **kwargs))
 
     return guarded
 

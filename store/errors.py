@@ -5,6 +5,16 @@ them onto HTTP statuses in one place.
 """
 
 
+from typing import Any
+
+
+def first_error(exc: Any, default_where: str = "") -> tuple[str, str]:
+    """(where, message) of the first error of a pydantic ValidationError: the one place
+    such an error becomes words (`where` is the dotted field path)."""
+    first = exc.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) or default_where, str(first["msg"])
+
+
 class StoreError(Exception):
     """Base class of every error raised by the store."""
 

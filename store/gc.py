@@ -43,6 +43,7 @@ from store.driver import PathNotFound
 from store.drivers.filesystem import STAGING_PREFIX, is_locked
 from store.manifests import MANIFESTS_DIR
 from store.store import Store
+from store.summary import SUMMARY_DIR
 
 GRACE_SECONDS = 3600
 LEGACY_TMP_SECONDS = 60
@@ -206,6 +207,27 @@ class _Sweeper:
                 continue
             self._remove(info.path, info.size, lambda p=info.path: driver.delete(p))
 
+    def summaries(self) -> None:
+        """Show summaries (store/summary.py) whose blob is gone, and the staged bytes of
+        summary writers that died; a summary of a blob still stored is never removed."""
+        store = self.store
+        driver = store.driver
+        for info in driver.list_staged(SUMMARY_DIR):
+            alive = driver.writer_alive(info.path)
+            if alive or (alive is None and self.now - info.mtime < self.grace):
+                continue
+            if self.dry_run or driver.discard_staged(info.path):
+                self._remove(info.path, info.size, lambda: None)
+        orphans = [(d, f) for d, f in store.summaries.stored() if not store.blobs.exists(d)]
+        if not orphans:
+            return
+        # Re-checked just before: a summary removed while its blob came back (a pull racing
+        # this sweep) is only a cache miss; the next show writes it again.
+        with store.mutation():
+            for digest, info in orphans:
+                if not store.blobs.exists(digest):
+                    self._remove(info.path, info.size, lambda d=digest: store.summaries.discard(d))
+
     def local_files(self) -> None:
         """Leftovers only a local driver can have: files no driver path names."""
         blobs_dir = self.store.driver.local_path(BLOBS_DIR)
@@ -278,4 +300,5 @@ def collect(
         sweeper.ingests()
     sweeper.local_files()
     sweeper.blobs()
+    sweeper.summaries()
     return sweeper.report

@@ -8,6 +8,7 @@ for 4096.0, `1e-7` rather than Python's `1e-07`).
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
 from typing import Any
@@ -51,8 +52,27 @@ _ESCAPES = {
 }
 
 
+_STDLIB_STRING = json.JSONEncoder(ensure_ascii=False).encode
+_HTML_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                 ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
 def json_string(text: str) -> str:
     """A JSON string literal as encoding/json writes it (HTML-safe)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _json_string_slow(text)  # lone surrogates: Go writes \ufffd for them
+    # The C encoder escapes exactly what Go does (quote, backslash, \n \r \t \b \f, other
+    # controls as \u00xx) except the HTML-safe characters, which never occur outside strings.
+    out = _STDLIB_STRING(text)
+    for ch, escaped in _HTML_ESCAPES:
+        if ch in out:
+            out = out.replace(ch, escaped)
+    return out
+
+
+def _json_string_slow(text: str) -> str:
     out = ['"']
     for ch in text:
         escaped = _ESCAPES.get(ch)
@@ -92,6 +112,9 @@ def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
             out.append(":")
             _encode(v, out, sort_keys)
         out.append("}")
+    elif isinstance(value, list | tuple) and len(value) > 64 and all(type(v) is str for v in value):
+        # Long lists of strings (GGUF vocabularies): one pass of the C encoder.
+        out.append(_strings_array(value))
     elif isinstance(value, list | tuple) and len(value) > 64 and _small_ints(value):
         # Long lists of integers (GGUF arrays in /api/show): one string, not one per item.
         out.append("[" + ",".join(map(str, value)) + "]")
@@ -104,6 +127,21 @@ def _encode(value: Any, out: list[str], sort_keys: bool) -> None:
         out.append("]")
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+_STDLIB_ARRAY = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _strings_array(values: list[Any] | tuple[Any, ...]) -> str:
+    text = _STDLIB_ARRAY(list(values))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "[" + ",".join(map(json_string, values)) + "]"
+    for ch, escaped in _HTML_ESCAPES:  # these occur only inside the strings
+        if ch in text:
+            text = text.replace(ch, escaped)
+    return text
 
 
 def _small_ints(values: list[Any] | tuple[Any, ...]) -> bool:

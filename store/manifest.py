@@ -7,7 +7,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from store.digest import Digest
-from store.errors import InvalidManifest
+from store.errors import InvalidManifest, first_error
 from store.gojson import go_json
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -79,20 +79,11 @@ class Manifest(BaseModel):
 
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse manifest bytes; the caller keeps `raw`, which is what is stored and served."""
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise InvalidManifest(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidManifest(f"manifest is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidManifest("manifest is not a JSON object")
-    try:
-        return Manifest.model_validate(data)
+        return Manifest.model_validate(_json_object(raw))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidManifest(f"invalid manifest: {where}: {first['msg']}") from None
+        where, message = first_error(exc)
+        raise InvalidManifest(f"invalid manifest: {where}: {message}") from None
 
 
 class ImageIndex(BaseModel):
@@ -133,9 +124,8 @@ def parse_index(raw: bytes) -> ImageIndex:
     try:
         return ImageIndex.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidManifest(f"invalid image index: {where}: {first['msg']}") from None
+        where, message = first_error(exc)
+        raise InvalidManifest(f"invalid image index: {where}: {message}") from None
 
 
 def referenced_blobs(raw: bytes) -> list[Digest]:

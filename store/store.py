@@ -12,6 +12,7 @@ the models directory by default, or the memory or S3 driver (`--storage`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
@@ -40,6 +41,7 @@ from store.manifest import (
 )
 from store.manifests import ManifestStore, StoredManifest
 from store.names import ModelName
+from store.summary import SummaryStore
 
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -103,6 +105,7 @@ class Store:
             cache = LocalCache(Path(cache_dir).expanduser() if cache_dir else self.root / "cache", cache_size)
         self.blobs = BlobStore(self.driver, partial_root=self.root / "partial", cache=cache)
         self.manifests = ManifestStore(self.driver)
+        self.summaries = SummaryStore(self)
         self._lock = threading.RLock()
         self._details: OrderedDict[Digest, ModelDetails] = OrderedDict()
 
@@ -235,6 +238,8 @@ class Store:
             old = self._blobs_of(name)
             self.manifests.write(name, raw)
             self._remove_unreferenced(old - set(manifest.blobs()))
+        # What /api/show needs, parsed once now (outside the lock) rather than per show.
+        self.summaries.ensure_manifest(manifest)
         return manifest
 
     def put_index(self, name: ModelName, raw: bytes) -> None:
@@ -249,6 +254,8 @@ class Store:
         with self.mutation():
             _, raw = self.manifests.read(source)
             self.manifests.write(destination, raw)
+        with contextlib.suppress(InvalidManifest):
+            self.summaries.ensure_manifest(parse_manifest(raw))  # a model stored before summaries
 
     def delete(self, name: ModelName, *, prune: bool = True) -> list[Digest]:
         """Delete a model and (with `prune`) every blob of it that no other manifest
@@ -280,4 +287,6 @@ class Store:
         if not complete:
             return []
         removed = [d for d in sorted(candidates - refs) if self.blobs.delete(d)]
+        for digest in removed:
+            self.summaries.discard(digest)
         return removed

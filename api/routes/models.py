@@ -11,7 +11,7 @@ from api.errors import bad_request, not_found
 from api.requests import parse_name, read_json
 from api.responses import JSON_CONTENT_TYPE, json_response
 from api.schemas import CopyRequest, DeleteRequest, ListModel, ListResponse, ShowRequest
-from api.show import model_capabilities, show_json
+from api.show import model_capabilities, show_body
 from api.state import STORE
 from store.errors import ModelNotFound
 from store.store import Store
@@ -83,11 +83,26 @@ def _required(model: str, name: str) -> str:
 async def show(request: web.Request) -> web.Response:
     req = await read_json(request, ShowRequest)
     name = parse_name(_required(req.model, req.name))
+    store = request.app[STORE]
     try:
-        response = await asyncio.to_thread(show_json, request.app[STORE], name, req.verbose)
+        body = await asyncio.to_thread(show_body, store, name, req.verbose)
     except ModelNotFound:
         raise not_found(f"model '{name.display_shortest()}' not found") from None
-    return json_response(response)
+    if len(body.parts) == 1:
+        return json_response(body.parts[0])  # type: ignore[arg-type]
+    # A verbose model_info is streamed from its stored summary, a chunk at a time.
+    response = web.StreamResponse(headers={"Content-Type": JSON_CONTENT_TYPE})
+    response.content_length = body.size
+    await response.prepare(request)
+    for part in body.parts:
+        if isinstance(part, bytes):
+            await response.write(part)
+            continue
+        chunks = store.summaries.read_span(part)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 @routes.post("/api/copy")

@@ -28,6 +28,7 @@ from api.apikeys import INFER, MANAGE, PULL, PUSH
 from api.auth import ALL_SCOPES, AUTH, IDENTITY, AuthFailed, Identity
 from api.board import BOARD
 from api.errors import APIError
+from api.middleware import Handler
 from api.routes import inference, models, transfer
 from api.show import build_show
 from api.state import SCHEDULER, SETTINGS, STORE
@@ -357,20 +358,22 @@ async def cancel_transfer(request: web.Request) -> web.Response:
     return web.json_response({"cancelled": transfer_id})
 
 
-@routes.post("/ui/api/delete")
-async def delete(request: web.Request) -> web.StreamResponse:
+async def _changing_models(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run an /api model-management handler for the UI, then refresh the UI's index."""
     _act(request, PUSH)
-    response = await models.delete(request)
+    response = await handler(request)
     request.app[INDEX].invalidate()
     return response
+
+
+@routes.post("/ui/api/delete")
+async def delete(request: web.Request) -> web.StreamResponse:
+    return await _changing_models(request, models.delete)
 
 
 @routes.post("/ui/api/copy")
 async def copy(request: web.Request) -> web.StreamResponse:
-    _act(request, PUSH)
-    response = await models.copy(request)
-    request.app[INDEX].invalidate()
-    return response
+    return await _changing_models(request, models.copy)
 
 
 @routes.post("/ui/api/pull")

@@ -9,7 +9,9 @@ pair. A token is `ct1.<base64url claims JSON>.<base64url MAC>`; the claims are r
 
 Blob grants exist for `--private` mode: the ollama client fetches blob bytes from the
 `Location` the registry hands out with no Authorization header (spec gotcha 3), so that URL
-carries its own grant, `<exp>.<base64url MAC>`, bound to one repository and digest.
+carries its own grant, `<exp>.<base64url subject>.<base64url MAC>`, bound to one repository,
+digest and key (the token subject it was handed to): the server checks that key's current
+rights on each use, so removing the key revokes its grants at once, as it does its tokens.
 Tokens and grants are MACed under different domain labels, so neither passes for the other.
 """
 
@@ -39,7 +41,7 @@ _MAX_TOKEN_LEN = 16384
 # A token minted "in the future" means the clock went backwards; tolerate a little.
 _IAT_SLACK_S = 60
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
-_GRANT_RE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
+_GRANT_RE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{0,1024})\.([A-Za-z0-9_-]{43})")
 
 
 def _b64url(data: bytes) -> str:
@@ -131,30 +133,38 @@ class TokenIssuer:
 
     # --- blob grants --------------------------------------------------------------------
 
-    def _grant_mac(self, repository: str, digest: str, exp: int) -> str:
-        # JSON array: an unambiguous encoding of the three fields, whatever they contain.
-        message = json.dumps([repository.lower(), digest, exp]).encode()
+    def _grant_mac(self, repository: str, digest: str, exp: int, subject: str) -> str:
+        # JSON array: an unambiguous encoding of the fields, whatever they contain.
+        message = json.dumps([repository.lower(), digest, exp, subject]).encode()
         return _b64url(self._mac(_GRANT_LABEL, message))
 
     def mint_blob_grant(
-        self, repository: str, digest: str, now: float, ttl_s: int | None = None
+        self, repository: str, digest: str, now: float, ttl_s: int | None = None, *, subject: str = ""
     ) -> str:
-        """A query-string-safe grant (`[0-9]+.[A-Za-z0-9_-]{43}`) to read one blob."""
+        """A query-string-safe grant (`<exp>.<subject>.<mac>`, base64url) to read one blob,
+        for the key `subject` (a token's `sub`; "" for an anonymous caller)."""
         exp = int(now) + (self.blob_grant_ttl_s if ttl_s is None else ttl_s)
-        return f"{exp}.{self._grant_mac(repository, digest, exp)}"
+        sub = _b64url(subject.encode())
+        return f"{exp}.{sub}.{self._grant_mac(repository, digest, exp, subject)}"
 
-    def verify_blob_grant(self, grant: str, repository: str, digest: str, now: float) -> None:
-        """Raise InvalidGrant unless `grant` was minted for this repository and digest
-        (repository compared case-insensitively) and has not expired."""
+    def verify_blob_grant(self, grant: str, repository: str, digest: str, now: float) -> str:
+        """The subject of `grant`; InvalidGrant unless it was minted for this repository
+        and digest (repository compared case-insensitively), ExpiredGrant once expired.
+        The caller checks that the subject may still pull (its key may have gone)."""
         m = _GRANT_RE.fullmatch(grant) if isinstance(grant, str) else None
         if m is None:
             raise InvalidGrant("malformed blob grant")
         exp = int(m.group(1))
-        expected = self._grant_mac(repository, digest, exp)
-        if not hmac.compare_digest(m.group(2).encode("ascii"), expected.encode("ascii")):
+        try:
+            subject = _unb64url(m.group(2)).decode() if m.group(2) else ""
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise InvalidGrant("malformed blob grant") from None
+        expected = self._grant_mac(repository, digest, exp, subject)
+        if not hmac.compare_digest(m.group(3).encode("ascii"), expected.encode("ascii")):
             raise InvalidGrant("blob grant is not valid for this blob")
         if now >= exp:
             raise ExpiredGrant("blob grant has expired")
+        return subject
 
 
 def _claims_from_json(obj: object) -> TokenClaims:

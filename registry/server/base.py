@@ -229,6 +229,14 @@ def _key_still_allowed(state: RegistryState, subject: str, access: Access | None
     return keys.allowed(subject, access.repo.namespace.lower(), access.action)
 
 
+def may_still_pull(state: RegistryState, subject: str, repo: RepoName) -> bool:
+    """Whether `subject` (a token's or a blob grant's key; "" for anonymous) may pull from
+    `repo` under the authorized keys as they are now."""
+    if not subject:
+        return _anonymous_allowed(state, PULL)
+    return _key_still_allowed(state, subject, Access(PULL, repo))
+
+
 def bearer_token(request: web.Request) -> str | None:
     value = request.headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")

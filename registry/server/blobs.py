@@ -44,6 +44,7 @@ from registry.server.base import (
     Access,
     RepoName,
     blob_key,
+    may_still_pull,
     parse_digest,
     parse_repository,
     repo_url,
@@ -131,12 +132,18 @@ def _big_send_buffer(request: web.BaseRequest) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
 
 
-def _check_grant(request: web.Request, repo: RepoName, digest: Digest, grant: str) -> None:
+def _check_grant(request: web.Request, repo: RepoName, digest: Digest, grant: str) -> str:
+    """The subject of a valid grant whose key may still pull from `repo` (the authorized
+    keys as they are now: a removed key's grants die with it); DENIED otherwise."""
     state = state_of(request)
     try:
-        state.issuer.verify_blob_grant(grant, repo.key, digest, time.time())
+        subject = state.issuer.verify_blob_grant(grant, repo.key, digest, time.time())
     except AuthError as exc:
         raise RegistryError(DENIED, str(exc)) from None
+    if not may_still_pull(state, subject, repo):
+        raise RegistryError(DENIED, "the key this blob grant was given to may no longer pull from "
+                            f"{repo.key}")
+    return subject
 
 
 def _range(header: str | None, size: int) -> None:
@@ -170,9 +177,9 @@ async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.
         return web.Response(status=202, headers={"Content-Length": "0", "Docker-Content-Digest": digest})
     grant = request.rel_url.query.get("grant") if state.config.private else None
     if grant is not None:
-        _check_grant(request, repo, digest, grant)
+        subject = _check_grant(request, repo, digest, grant)
     else:
-        require(request, Access(PULL, repo))
+        subject = require(request, Access(PULL, repo))
     headers = {
         "Docker-Content-Digest": digest,
         "ETag": f'"{digest}"',
@@ -191,7 +198,8 @@ async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.
         return web.Response(status=307, headers={"Location": body.redirect, "Docker-Content-Digest": digest})
     location = repo_url(request, repo, "blobs", digest)
     if state.config.private:
-        location += "?grant=" + (grant or state.issuer.mint_blob_grant(repo.key, digest, time.time()))
+        location += "?grant=" + (grant or state.issuer.mint_blob_grant(repo.key, digest, time.time(),
+                                                                        subject=subject))
     headers["Location"] = location
     _range(request.headers.get("Range"), body.size)
     if body.local is not None and state.serve_rate is None:

@@ -38,6 +38,7 @@ from store.names import ModelName
 from store.options import encode_params
 from store.parts import ModelParts
 from store.store import Store
+from store.summary import PARSE_LIMITS, SUMMARIZED_MEDIA_TYPES
 
 MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool"})
 QUANTIZABLE_FROM = frozenset({"F16", "BF16", "F32", "Q8_0"})
@@ -84,7 +85,9 @@ def _read_header(store: Store, digest: Digest, label: str) -> gguf.GGUFFile:
     if magic != _GGUF_MAGIC:
         raise CreateError(f"{label}: unsupported file format: only GGUF files can be imported")
     try:
-        return gguf.read_gguf(path)
+        # Arrays are walked and checked but kept only as far as show needs them: a header
+        # of huge arrays costs bounded memory, and this parse also makes the show summary.
+        return gguf.read_gguf(path, limits=PARSE_LIMITS)
     except gguf.GGUFError as exc:
         raise CreateError(f"{label}: invalid GGUF file: {exc}") from None
 
@@ -147,12 +150,15 @@ class CreatePlan:
     spec: CreateSpec
     layers: list[_Planned]
     headers: list[tuple[str, gguf.GGUFFile]]
+    # The parsed header of each GGUF layer, by digest: stored as its show summary.
+    parsed: dict[Digest, gguf.GGUFFile] = field(default_factory=dict)
 
 
 def plan_create(store: Store, spec: CreateSpec) -> CreatePlan:
     """Check every input of `spec` and work out the layers; raise CreateError if refused."""
     layers: list[_Planned] = []
     headers: list[tuple[str, gguf.GGUFFile]] = []
+    parsed: dict[Digest, gguf.GGUFFile] = {}
 
     if spec.from_model is not None:
         try:
@@ -164,7 +170,8 @@ def plan_create(store: Store, spec: CreateSpec) -> CreatePlan:
         for layer in parent.manifest.layers:
             layers.append(_Planned(layer.model_copy(update={"from_": origin})))
             if layer.media_type in (MEDIA_TYPE_MODEL, MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_ADAPTER):
-                headers.append((layer.media_type, _read_header(store, layer.digest, origin)))
+                parsed[layer.digest] = _read_header(store, layer.digest, origin)
+                headers.append((layer.media_type, parsed[layer.digest]))
     elif spec.files:
         for key, digest in spec.files.items():
             g = _read_uploaded(store, digest, key)
@@ -175,6 +182,7 @@ def plan_create(store: Store, spec: CreateSpec) -> CreatePlan:
             layers.append(_Planned(Layer(media_type=media_type, digest=digest,
                                          size=store.blobs.size(digest), from_=key)))
             headers.append((media_type, g))
+            parsed[digest] = g
     else:
         raise CreateError("neither 'from' or 'files' was specified")
 
@@ -210,7 +218,7 @@ def plan_create(store: Store, spec: CreateSpec) -> CreatePlan:
         if odd:
             raise CreateError("quantization is only supported for F32, F16, BF16 and Q8_0 models; "
                               f"this one has {', '.join(odd)} tensors")
-    return CreatePlan(spec, layers, headers)
+    return CreatePlan(spec, layers, headers, parsed)
 
 
 def _read_uploaded(store: Store, digest: Digest, key: str) -> gguf.GGUFFile:
@@ -232,9 +240,12 @@ def build_model(
     layers, headers = plan.layers, plan.headers
     written: list[Digest] = []
     try:
+        parsed = dict(plan.parsed)
         if plan.spec.quantize:
             layers, headers = _quantize(store, plan.spec.quantize, layers, headers, quantizer,
                                         progress, written)
+            quantized = next(p.layer.digest for p in layers if p.layer.media_type == MEDIA_TYPE_MODEL)
+            parsed[quantized] = next(g for mt, g in headers if mt == MEDIA_TYPE_MODEL)
         config_data = _config(headers).to_bytes()
         for p in layers:
             existed = store.blobs.exists(p.layer.digest)
@@ -249,6 +260,9 @@ def build_model(
         config_layer = Layer(media_type=MEDIA_TYPE_DOCKER_CONFIG, digest=config_digest,
                              size=len(config_data))
         manifest = Manifest(config=config_layer, layers=[p.layer for p in layers])
+        for p in layers:  # show's summary from the headers parsed above: no second parse
+            if p.layer.media_type in SUMMARIZED_MEDIA_TYPES and p.layer.digest in parsed:
+                store.summaries.put(p.layer.digest, parsed[p.layer.digest])
         progress("writing manifest")
         store.put_manifest(plan.spec.name, manifest.to_bytes())
     except BaseException:

@@ -3,9 +3,11 @@ and that nothing was changed or lost."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -183,8 +185,10 @@ def test_item04_json_bodies_are_read_whole_up_to_the_limit(server: ThreadedServe
 # --- item 3 -------------------------------------------------------------------------------
 
 
-def big_array_gguf(n: int) -> bytes:
-    """The tiny model with two int64 arrays of `n` elements added to its header."""
+def write_big_array_gguf(out: BinaryIO, n: int) -> str:
+    """The tiny model with two int64 arrays of `n` elements added to its header, written
+    to `out` a piece at a time (n = 2**24 is the 256 MB attack); returns its digest."""
+    import hashlib
     import struct
 
     import numpy as np
@@ -195,12 +199,56 @@ def big_array_gguf(n: int) -> bytes:
     base = tiny_gguf_bytes()
     g = gguf_reader.parse_gguf(base)
     (n_kv,) = struct.unpack_from("<Q", base, 16)
-    values = (np.arange(n, dtype=np.int64) * 1_000_003).tobytes()
-    extra = b""
+    sha = hashlib.sha256()
+
+    def put(data: bytes) -> int:
+        sha.update(data)
+        out.write(data)
+        return len(data)
+
+    size = put(base[:16] + struct.pack("<Q", n_kv + 2))
     for key in (b"test.big_a", b"test.big_b"):
-        extra += struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 11, n) + values
-    head = base[:16] + struct.pack("<Q", n_kv + 2) + extra + base[24 : g.header_size]
-    return head + b"\0" * (-len(head) % g.alignment) + base[g.data_offset :]
+        size += put(struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 11, n))
+        step = 1 << 20
+        for start in range(0, n, step):
+            size += put((np.arange(start, min(n, start + step), dtype=np.int64) * 1_000_003).tobytes())
+    size += put(base[24 : g.header_size])
+    put(b"\0" * (-size % g.alignment) + base[g.data_offset :])
+    return "sha256:" + sha.hexdigest()
+
+
+def big_array_gguf(n: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    write_big_array_gguf(buf, n)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _pinging(url: str) -> Iterator[list[float]]:
+    """GET /api/version every 20 ms while the block runs; yields how long each took."""
+    import threading
+    import time
+
+    stalls: list[float] = []
+    done = threading.Event()
+
+    def ping() -> None:
+        with httpx.Client(base_url=url, timeout=60) as p:
+            while not done.is_set():
+                t = time.monotonic()
+                p.get("/api/version")
+                stalls.append(time.monotonic() - t)
+                time.sleep(0.02)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    try:
+        yield stalls
+    finally:
+        done.set()
+        pinger.join()
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -235,16 +283,6 @@ def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path)
             assert c.post("/api/show", json={"model": "big"}).status_code == 200
         assert (time.monotonic() - t0) / 5 < 0.5
 
-        stalls: list[float] = []
-        done = threading.Event()
-
-        def ping() -> None:
-            with httpx.Client(base_url=srv.url, timeout=60) as p:
-                while not done.is_set():
-                    t = time.monotonic()
-                    p.get("/api/version")
-                    stalls.append(time.monotonic() - t)
-                    time.sleep(0.02)
 
         results: list[httpx.Response] = []
 
@@ -252,15 +290,12 @@ def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path)
             with httpx.Client(base_url=srv.url, timeout=120) as v:
                 results.append(v.post("/api/show", json={"model": "big", "verbose": True}))
 
-        pinger = threading.Thread(target=ping)
-        pinger.start()
-        shows = [threading.Thread(target=verbose) for _ in range(5)]
-        for t in shows:
-            t.start()
-        for t in shows:
-            t.join()
-        done.set()
-        pinger.join()
+        with _pinging(srv.url) as stalls:
+            shows = [threading.Thread(target=verbose) for _ in range(5)]
+            for t in shows:
+                t.start()
+            for t in shows:
+                t.join()
         assert [r.status_code for r in results] == [200] * 5
         info = results[0].json()["model_info"]
         assert len(info["test.big_a"]) == SHOW_ARRAY_LIMIT < n  # verbose arrays are cut
@@ -270,6 +305,170 @@ def test_item03_show_of_a_large_header_gguf_is_cheap_and_bounded(tmp_path: Path)
         assert grown < 450, f"peak RSS grew by {grown:.0f} MiB"
         assert c.get("/api/version").status_code == 200
     assert _manifests(root) == before
+
+
+@pytest.mark.slow
+def test_item03_show_reads_the_summary_made_at_create_and_never_parses_the_header_again(tmp_path: Path) -> None:
+    """The 256 MB header (two int64 arrays of 2^24 elements) uploaded and created through
+    the API: create stores the show summary; afterwards, in a restarted server, concurrent
+    shows (verbose and not) answer from it. The blob's header is then broken on disk, so a
+    show that parsed it again would lose model_info (checked last, with the summary gone)."""
+    import threading
+
+    from api.show import SHOW_ARRAY_LIMIT
+    from store.digest import Digest
+    from store.summary import summary_key
+    from tests.servers import ServeProcess
+
+    n = (1 << 24) - (1 << 12)  # the reader's limit of 2^25 array elements, less the vocabulary
+    src = tmp_path / "big.gguf"
+    with src.open("wb") as f:
+        digest = write_big_array_gguf(f, n)
+    assert src.stat().st_size > 255 * 2**20
+    root = tmp_path / "models"
+    root.mkdir()
+
+    def chunks() -> Iterator[bytes]:
+        with src.open("rb") as f:
+            while data := f.read(1 << 20):
+                yield data
+
+    with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=300) as c:
+        r = c.post(f"/api/blobs/{digest}", content=chunks(),
+                   headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+        r = c.post("/api/create", json={"model": "big", "files": {"big.gguf": digest}, "stream": False})
+        assert r.status_code == 200, r.text
+    src.unlink()
+    blob = root / "blobs" / Digest(digest).filename
+    summary = root / summary_key(Digest(digest))
+    assert summary.is_file() and summary.stat().st_size < 40 * 2**20
+    # Break the header in place: parsing it again now fails.
+    with blob.open("r+b") as f:
+        f.write(b"XXXX")
+
+    with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        assert srv.proc is not None
+        base_rss = _peak_rss_mib(srv.proc.pid)
+
+        results: list[tuple[bool, httpx.Response]] = []
+
+        def show(verbose: bool) -> None:
+            with httpx.Client(base_url=srv.url, timeout=120) as v:
+                results.append((verbose, v.post("/api/show", json={"model": "big", "verbose": verbose})))
+
+        with _pinging(srv.url) as stalls:
+            shows = [threading.Thread(target=show, args=(i % 2 == 0,)) for i in range(10)]
+            for t in shows:
+                t.start()
+            for t in shows:
+                t.join()
+        assert len(results) == 10
+        for verbose, r in results:
+            assert r.status_code == 200, r.text[:300]
+            info = r.json()["model_info"]
+            assert info["general.architecture"] == "llama"
+            assert r.json()["tensors"] and "completion" in r.json()["capabilities"]
+            if verbose:
+                assert len(info["test.big_a"]) == SHOW_ARRAY_LIMIT < n
+                assert info["test.big_b"][:3] == [0, 1_000_003, 2_000_006]
+            else:
+                assert info["test.big_a"] is None
+        assert max(stalls) < 1.0, max(stalls)
+        grown = _peak_rss_mib(srv.proc.pid) - base_rss
+        assert grown < 200, f"peak RSS grew by {grown:.0f} MiB"
+    # The control: without its summary, the model's broken header is read again (and
+    # fails), so the answers above came from the summary.
+    summary.unlink()
+    with ServeProcess(root) as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
+        r = c.post("/api/show", json={"model": "big"})
+        assert r.status_code == 200 and "general.architecture" not in r.json()["model_info"]
+
+
+def test_item03_show_summaries_on_any_driver_made_once_and_collected_with_their_blob() -> None:
+    """In process, on the memory driver: create, copy and a manifest PUT store summaries;
+    shows never parse; a model stored without one is summarized once; GC keeps the summary
+    of a stored blob and removes one whose blob is gone."""
+    from api.show import build_show, show_body
+    from store.digest import Digest
+    from store.drivers import MemoryDriver
+    from store.gc import collect
+    from store.manifest import MEDIA_TYPE_MODEL, Layer, Manifest
+    from store.modelfile.compiler import CreateSpec, compile_model
+    from store.names import ModelName
+    from store.store import Store
+    from store.summary import summary_key
+    from tests.tinymodel import tiny_gguf_bytes
+
+    store = Store(driver=MemoryDriver())
+    data = big_array_gguf(1000)
+    digest = store.blobs.put_bytes(data)
+    name = ModelName.parse("big")
+    compile_model(store, CreateSpec(name=name, files={"big.gguf": digest}))
+    assert store.driver.exists(summary_key(digest))
+    store.copy(name, ModelName.parse("big-copy"))
+    for verbose in (False, True, False, True):
+        body = show_body(store, name, verbose)
+        assert body.size > 0
+    assert build_show(store, ModelName.parse("big-copy")).model_info["general.architecture"] == "llama"
+    assert store.summaries.parses == 0  # create's own parse made the summary
+
+    # A manifest PUT (pull, /v2 push, import all end there) summarizes its GGUF layers.
+    other = tiny_gguf_bytes(chat_template="{{ messages }}")
+    layer_digest = store.blobs.put_bytes(other)
+    config = store.blobs.put_bytes(b"{}")
+    raw = Manifest(config=Layer(media_type="application/vnd.docker.container.image.v1+json",
+                                digest=config, size=2),
+                   layers=[Layer(media_type=MEDIA_TYPE_MODEL, digest=layer_digest, size=len(other))]).to_bytes()
+    store.put_manifest(ModelName.parse("pushed"), raw)
+    assert store.summaries.parses == 1 and store.driver.exists(summary_key(layer_digest))
+    build_show(store, ModelName.parse("pushed"), True)
+    assert store.summaries.parses == 1
+
+    # A model stored before summaries: summarized on its first show, once.
+    store.driver.delete(summary_key(layer_digest))
+    store.summaries._facts.clear()
+    for _ in range(3):
+        assert build_show(store, ModelName.parse("pushed")).model_info["general.architecture"] == "llama"
+    assert store.summaries.parses == 2
+
+    # GC: summaries of stored blobs stay; one whose blob is gone goes.
+    report = collect(store, grace_seconds=0)
+    assert store.driver.exists(summary_key(digest)) and store.driver.exists(summary_key(layer_digest))
+    store.delete(ModelName.parse("pushed"))  # prunes its blobs, and their summaries
+    assert not store.driver.exists(summary_key(layer_digest))
+    orphan = Digest.of_bytes(b"gone")
+    store.driver.put_content(summary_key(orphan), store.driver.read(summary_key(digest)))
+    report = collect(store, grace_seconds=0)
+    assert summary_key(orphan) in report.removed_files
+    assert not store.driver.exists(summary_key(orphan)) and store.driver.exists(summary_key(digest))
+    # Summaries are not referenced by manifests: the model's ID is what the manifest says.
+    assert str(digest) in store.get(name).raw.decode() and "summar" not in store.get(name).raw.decode()
+
+
+def test_item03_a_pull_stores_the_show_summary(tmp_path: Path) -> None:
+    """/api/pull from a registry ends in Store.put_manifest, which summarizes the model's
+    GGUF layer; show then answers from the summary even with the blob's header broken."""
+    from store.digest import Digest
+    from store.summary import summary_key
+    from tests.fake_registry import FakeRegistry
+    from tests.registries import make_model
+    from tests.tinymodel import tiny_gguf_bytes
+
+    weights = tiny_gguf_bytes()
+    settings = Settings(models=tmp_path / "models", host="127.0.0.1", port=free_port())
+    with FakeRegistry() as reg, ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        m = make_model(weights)
+        reg.add_model("alice/tiny", "latest", m.blobs, m.manifest)
+        r = c.post("/api/pull", json={"model": f"{reg.host}/alice/tiny", "insecure": True, "stream": False})
+        assert r.status_code == 200, r.text
+        digest = Digest.of_bytes(weights)
+        assert (tmp_path / "models" / summary_key(digest)).is_file()
+        with (tmp_path / "models" / "blobs" / digest.filename).open("r+b") as f:
+            f.write(b"XXXX")
+        for verbose in (False, True):
+            r = c.post("/api/show", json={"model": f"{reg.host}/alice/tiny", "verbose": verbose})
+            assert r.status_code == 200 and r.json()["model_info"]["general.architecture"] == "llama"
 
 
 # --- item 5 -------------------------------------------------------------------------------
@@ -357,6 +556,70 @@ def test_item06_jinja_sandbox_limits_time_and_memory(tmp_path: Path) -> None:
         r = c.post("/api/chat", json={"model": "loops", "messages": msgs, "stream": False})
         assert r.status_code >= 400 and "too long" in r.json()["error"]
         assert time.monotonic() - t0 < 8.0
+        assert c.get("/api/version").status_code == 200
+
+
+DOUBLING = "{% set s = 'x' * 1000000 %}" + "{% set s = s ~ s %}" * 14 + "{{ s|length }}"
+
+
+@pytest.mark.slow
+def test_item06_more_jinja_attacks_of_the_same_kind_are_stopped(tmp_path: Path) -> None:
+    """Nested `range` loops, joins of huge or lazy sequences, repetition, `replace`
+    growth, recursion through macros, `{% set %}` doubling with `~` or `+`, many large
+    values kept alive, slow text filters: each ends in PromptError within the time limit
+    and a bounded amount of memory; end to end, /api/chat answers with a clear error."""
+    import time
+    import tracemalloc
+
+    from runtime.prompt import JinjaLimits, JinjaRenderer, PromptError
+    from tests.conftest import HOST
+    from tests.ollama_layout import write_model
+    from tests.tinymodel import tiny_gguf_bytes
+
+    msgs = [{"role": "user", "content": "x"}] * 1001
+    big = "{% set s = 'x ' * 1000000 %}"
+    attacks = {
+        "nested range": "{% for i in range(99999) %}{% for j in range(99999) %}{{ j }}{% endfor %}{% endfor %}",
+        "macro loops": ("{% macro f() %}{% for i in range(99999) %}{% endfor %}{% endmacro %}"
+                        "{% for i in range(99999) %}{{ f() }}{% endfor %}"),
+        "join separator": "{{ range(99999)|join('x' * 100000) }}",
+        "join lazy": "{{ range(1000)|map('string')|join('x' * 1000000) }}",
+        "str.join lazy": "{{ ('x' * 1000000).join(range(1000)|map('string')) }}",
+        "join of a repeated list": "{{ (range(99999)|list * 40)|join(',') }}",
+        "repetition": "{{ ('abc' * 1000000) * 2 }}",
+        "replace growth": big + "{{ s|replace('x', 'xxxxxxxxxx')|replace('x', 'xxxxxxxxxx') }}",
+        "str.replace growth": big + "{{ s.replace(' ', 'xxxxxxxxxx').replace('x', 'yyyyyyyyyy') }}",
+        "macro recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "macro fan-out": "{% macro f(n) %}{% if n < 40 %}{{ f(n + 1) }}{{ f(n + 1) }}{% endif %}{% endmacro %}{{ f(0) }}",
+        "set doubling ~": DOUBLING,
+        "set doubling +": "{% set s = 'x' * 1000000 %}" + "{% set s = s + s %}" * 14,
+        "list doubling": "{% set a = range(99999)|list %}" + "{% set a = a + a %}" * 12,
+        "many big values": ("{% set ns = namespace(l=[]) %}{% for i in range(99999) %}"
+                            "{% set ns.l = ns.l + ['x' * 100000] %}{% endfor %}"),
+        "lipsum": "{{ lipsum(100000) }}",
+        "title": big + "{{ s|title }}",
+        "striptags": "{{ ('<a>' * 1300000)|striptags }}",
+        "wordwrap": big + "{{ s|wordwrap(1) }}",
+        "urlize": "{{ ('www.a.com ' * 400000)|urlize }}",
+    }
+    limits = JinjaLimits(max_seconds=0.5)
+    for what, source in attacks.items():
+        tracemalloc.start()
+        t0 = time.monotonic()
+        with pytest.raises(PromptError, match="limit|too long|too large|recursion") as caught:
+            JinjaRenderer(source, limits=limits).render(msgs, None, None)
+        took = time.monotonic() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 160 * 2**20, (what, peak // 2**20)
+        assert took < 3.0, (what, took, str(caught.value))
+
+    root = tmp_path / "models"
+    write_model(root, (HOST, "library", "doubling", "latest"), tiny_gguf_bytes(chat_template=DOUBLING))
+    settings = Settings(models=root, host="127.0.0.1", port=free_port())
+    with ThreadedServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        r = c.post("/api/chat", json={"model": "doubling", "messages": msgs[:2], "stream": False})
+        assert r.status_code in (400, 500) and "limit" in r.json()["error"], r.text
         assert c.get("/api/version").status_code == 200
 
 
@@ -612,10 +875,66 @@ def test_item13_removing_a_key_revokes_its_tokens_at_once(two_pushers, tmp_path:
         assert c.post("/v2/bob/x/blobs/uploads/", headers=bearer).status_code == 202
 
 
+def test_item13_removing_a_key_revokes_its_blob_grants_at_once(tmp_path: Path) -> None:
+    """--private: the blob grant in a Location names the key it was given to, and every use
+    checks that key's current rights (the authorized keys file, re-read when its mtime,
+    size or identity changes: one stat per request)."""
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.registry_support import authorized_keys, registry
+
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    keys = authorized_keys(tmp_path / "authorized_keys", (alice, "alice"), (bob, "bob"))
+    with registry(tmp_path / "models", authorized_keys=keys, private=True) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        tok = _token(srv, bob, "repository:bob/x:pull,push")
+        data, config = b"bob's weights", b"{}"
+        layer, cfg = _upload(c, "bob/x", data, tok), _upload(c, "bob/x", config, tok)
+        r = c.put("/v2/bob/x/manifests/latest", content=_manifest_for(cfg, layer, len(config), len(data)),
+                  headers={"Authorization": f"Bearer {tok}",
+                           "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert r.status_code == 201, r.text
+        r = c.get(f"/v2/bob/x/blobs/{layer}", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 200 and r.content == data
+        location = httpx.URL(r.headers["location"])
+        granted = location.raw_path.decode()
+        assert "grant=" in granted
+        assert c.get(granted).content == data  # no Authorization: the grant is enough
+        st = os.stat(keys)
+
+        def rewrite(*entries: tuple[object, str], step: int) -> None:
+            authorized_keys(keys, *entries)
+            os.utime(keys, ns=(st.st_atime_ns, st.st_mtime_ns + step * 1_000_000_000))
+
+        # The key is removed: its unexpired grant is refused on the next request.
+        rewrite((alice, "alice"), step=1)
+        r = c.get(granted)
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
+        assert c.get(granted, headers={"Range": "bytes=0-3"}).status_code == 403
+        # Narrowed to other namespaces: refused just the same.
+        rewrite((alice, "alice"), (bob, "carol"), step=2)
+        assert c.get(granted).status_code == 403
+        # Put back, the same grant works again (it had not expired).
+        rewrite((alice, "alice"), (bob, "bob"), step=3)
+        assert c.get(granted).content == data
+        # A grant cannot be moved to another key: alice's name in bob's grant breaks it.
+        exp, _sub, mac = location.params["grant"].split(".")
+        import base64
+
+        from tests.ollama_go_client import ssh_wire_b64
+
+        alice_sub = base64.urlsafe_b64encode(ssh_wire_b64(alice).encode()).rstrip(b"=").decode()
+        forged = granted.split("?", 1)[0] + f"?grant={exp}.{alice_sub}.{mac}"
+        assert c.get(forged).status_code == 403
+
+
 # --- item 10 ------------------------------------------------------------------------------
 
 
-def _serve_limited(models: Path, port: int, nofile: int, log_path: Path, env: dict[str, str] | None = None):
+def _serve_limited(models: Path, port: int, nofile: int, log_path: Path, env: dict[str, str] | None = None,
+                   args: str = ""):
     """`corral serve` in a child process under `ulimit -n <nofile>` (soft and hard)."""
     import os
     import subprocess
@@ -626,7 +945,7 @@ def _serve_limited(models: Path, port: int, nofile: int, log_path: Path, env: di
     from tests.servers import ROOT
 
     cmd = (f"ulimit -n {nofile} && exec {sys.executable} -m api.cli serve --host 127.0.0.1 "
-           f"--port {port} --models {models}")
+           f"--port {port} --models {models} {args}")
     log_file = log_path.open("wb")
     proc = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=log_file, stderr=subprocess.STDOUT)
@@ -743,6 +1062,170 @@ def test_item10_slowloris_and_accept_failures_do_not_starve_or_flood(tmp_path: P
     text = log_path.read_text(errors="replace")
     assert peak_fds > 900, peak_fds  # the attack did exhaust the server's descriptors
     assert len(text.splitlines()) < 500, text[-3000:]  # repeated accept() errors are not a flood
+
+
+@pytest.mark.slow
+def test_item10_request_bodies_that_stop_or_trickle_are_timed_out(tmp_path: Path, ollama_store: Path) -> None:
+    """Headers sent, then a JSON body, an /api/blobs body or a /v2 PATCH body trickled a
+    byte at a time (or not at all), by more connections than the server has descriptors
+    (ulimit -n 1024): each ends with 408 and a closed connection within one body window,
+    real requests get through, and an upload just above the rate floor, with pauses
+    shorter than the window, still succeeds."""
+    import os
+    import resource
+    import select
+    import socket
+    import threading
+    import time
+
+    from store.digest import Digest
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    import contextlib
+
+    window = 3.0
+    proc, log_file = _serve_limited(ollama_store, port, 1024, log_path,
+                                    {"CORRAL_BODY_TIMEOUT": str(window), "CORRAL_BODY_MIN_RATE": "1024"},
+                                    args="--anonymous-push")
+    base = f"http://127.0.0.1:{port}"
+    zero = "sha256:" + "0" * 64
+    sessions = []
+    with httpx.Client(base_url=base, timeout=30) as c:
+        for _ in range(10):
+            r = c.post("/v2/library/trickle/blobs/uploads/")
+            assert r.status_code == 202, r.text
+            sessions.append(httpx.URL(r.headers["location"]).raw_path.decode())
+
+    def head(i: int) -> bytes:
+        host = f"Host: 127.0.0.1:{port}\r\n"
+        if i < len(sessions):
+            return (f"PATCH {sessions[i]} HTTP/1.1\r\n{host}Content-Type: application/octet-stream\r\n"
+                    "Content-Length: 1000000\r\n\r\n").encode()
+        if i % 2:
+            return (f"POST /api/blobs/{zero} HTTP/1.1\r\n{host}Content-Type: application/octet-stream\r\n"
+                    "Content-Length: 1000000\r\n\r\n").encode()
+        return (f"POST /api/chat HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+                'Content-Length: 100000\r\n\r\n{"model": "tiny", "messages": [').encode()
+
+    legit: list[httpx.Response] = []
+
+    def slow_upload() -> None:
+        data = os.urandom(32 * 1024)
+
+        def pieces() -> Iterator[bytes]:
+            for i in range(0, len(data), 1024):  # 4 KiB/s, 4 times the floor, for 8 s
+                if i == 12 * 1024:
+                    time.sleep(window * 0.4)  # a pause shorter than the window
+                yield data[i : i + 1024]
+                time.sleep(0.25)
+
+        with httpx.Client(base_url=base, timeout=60) as c:
+            legit.append(c.post(f"/api/blobs/{Digest.of_bytes(data)}", content=pieces(),
+                                headers={"Content-Type": "application/octet-stream"}))
+
+    uploader = threading.Thread(target=slow_upload)
+    uploader.start()
+    attackers: dict[socket.socket, bytes] = {}
+    try:
+        for i in range(1100):
+            s = socket.socket()
+            s.settimeout(3)
+            try:
+                s.connect(("127.0.0.1", port))
+                s.sendall(head(i))
+            except OSError:
+                s.close()
+                continue
+            s.setblocking(False)
+            attackers[s] = b""
+        assert len(attackers) > 900
+        t0 = time.monotonic()
+        peak_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        open_ = set(attackers)
+        served = False
+        while open_ and time.monotonic() - t0 < 30:
+            for s in list(open_):
+                try:
+                    s.send(b" ")  # one byte a second: valid JSON whitespace, or blob bytes
+                except OSError:
+                    pass
+            poller = select.poll()
+            by_fd = {s.fileno(): s for s in open_}
+            for fd in by_fd:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(1000):
+                s = by_fd[fd]
+                try:
+                    got = s.recv(4096)
+                except OSError:
+                    got = b""
+                attackers[s] += got
+                if not got:
+                    open_.discard(s)
+            with contextlib.suppress(OSError):
+                peak_fds = max(peak_fds, len(os.listdir(f"/proc/{proc.pid}/fd")))
+            if not served and time.monotonic() - t0 > 1:
+                with httpx.Client(timeout=30) as c:  # a real request gets through meanwhile
+                    assert c.get(f"{base}/api/tags", headers={"Connection": "close"}).status_code == 200
+                served = True
+        elapsed = time.monotonic() - t0
+        assert not open_, f"{len(open_)} trickling connections still open after {elapsed:.0f} s"
+        answers = [a.split(b"\r\n", 1)[0] for a in attackers.values()]
+        counts = {a: answers.count(a) for a in set(answers)}
+        # 408, or 503 for an upload that found no descriptor left for its temp file.
+        assert set(counts) <= {b"HTTP/1.1 408 Request Timeout", b"HTTP/1.1 503 Service Unavailable"}, counts
+        assert counts[b"HTTP/1.1 408 Request Timeout"] > 0.8 * len(attackers), counts
+        assert any(b'"request body timed out' in a for a in attackers.values())
+        assert any(b'"errors"' in a and b"408" in a for a in list(attackers.values())[:10])  # /v2: OCI JSON
+        uploader.join()
+        assert legit and legit[0].status_code == 201, legit
+        assert peak_fds > 500, peak_fds  # the attack held most of the server's descriptors
+        # Nothing partial stayed visible: the zero digest was never stored.
+        assert not (ollama_store / "blobs" / Digest(zero).filename).exists()
+    finally:
+        for s in attackers:
+            s.close()
+        uploader.join()
+        _stop(proc, log_file)
+    text = log_path.read_text(errors="replace")
+    assert "BodyTimeout" not in text and "unhandled" not in text.lower(), text[-3000:]
+    assert len(text.splitlines()) < 500, text[-3000:]
+
+
+async def test_item10_body_timeout_counts_only_time_spent_waiting_on_the_client() -> None:
+    """A handler that is busy (not reading) for several windows is not the client's fault:
+    the body, sent at once, is read afterwards and nothing times out; a body that stops
+    half-way does, with 408, even on a handler of its own."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.middleware import body_progress, errors
+
+    async def busy(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)  # four windows of server-side work before reading
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application(middlewares=[body_progress(0.25, 1024.0, 0.05), errors], client_max_size=1 << 30)
+    app.router.add_post("/busy", busy)
+    async with TestClient(TestServer(app)) as client:
+        body = b"x" * (4 * 1024 * 1024)  # more than aiohttp buffers: the client is paused
+        r = await client.post("/busy", data=body)
+        assert r.status == 200 and await r.text() == str(len(body))
+
+        async def stalls():  # noqa: ANN202
+            yield b"x" * 1000
+            await asyncio.sleep(5)
+            yield b"never"
+
+        t0 = asyncio.get_running_loop().time()
+        r = await client.post("/busy", data=stalls(), headers={"Content-Length": "100000"})
+        assert r.status == 408 and "timed out" in (await r.json())["error"]
+        assert asyncio.get_running_loop().time() - t0 < 3
 
 
 def _many_layer_model(n: int) -> tuple[dict[str, bytes], bytes]:

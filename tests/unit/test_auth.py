@@ -861,10 +861,19 @@ def test_blob_grant():
         issuer.verify_blob_grant(grant, "bob/mario", digest, NOW)
     with pytest.raises(InvalidGrant):
         issuer.verify_blob_grant(grant, "alice/mario", "sha256:" + "b" * 64, NOW)
-    exp, mac = grant.split(".")
+    exp, sub, mac = grant.split(".")
+    assert sub == "" and issuer.verify_blob_grant(grant, "alice/mario", digest, NOW) == ""
     with pytest.raises(InvalidGrant):  # extending the expiry breaks the MAC
-        issuer.verify_blob_grant(f"{int(exp) + 10**6}.{mac}", "alice/mario", digest, NOW)
-    for bad in ["", "x", f"{exp}.{mac}=", f"-1.{mac}"]:
+        issuer.verify_blob_grant(f"{int(exp) + 10**6}.{sub}.{mac}", "alice/mario", digest, NOW)
+    # A grant names the key it was given to; another key's name breaks the MAC.
+    keyed = issuer.mint_blob_grant("alice/mario", digest, NOW, subject="AAAAC3NzaC1lZDI1NTE5+/=")
+    assert issuer.verify_blob_grant(keyed, "alice/mario", digest, NOW) == "AAAAC3NzaC1lZDI1NTE5+/="
+    k_exp, k_sub, k_mac = keyed.split(".")
+    with pytest.raises(InvalidGrant):
+        issuer.verify_blob_grant(f"{k_exp}.{sub}.{k_mac}", "alice/mario", digest, NOW)
+    with pytest.raises(InvalidGrant):
+        issuer.verify_blob_grant(f"{exp}.{k_sub}.{mac}", "alice/mario", digest, NOW)
+    for bad in ["", "x", f"{exp}.{mac}", f"{exp}.{sub}.{mac}=", f"-1.{sub}.{mac}", f"{exp}.%%.{mac}"]:
         with pytest.raises(InvalidGrant):
             issuer.verify_blob_grant(bad, "alice/mario", digest, NOW)
     # A bearer token is not a grant, and a grant is not a token.
