@@ -338,8 +338,9 @@ def main() -> int:
             print(f"| {tool} | {r['median_s']:.2f} s | {r['MiB_per_s']:.0f} MiB/s | "
                   + ", ".join(f"{t:.2f}" for t in r["runs_s"]) + " |")
         full = summary["tools"]["corral"]["median_s"]
-        print(f"| corral, resume after stopping at 50% | {summary['resume_after_half_s']:.2f} s | "
-              f"(full pull {full:.2f} s) | |")
+        if summary["resume_after_half_s"] is not None:  # only when `--only` includes resume
+            print(f"| corral, resume after stopping at 50% | {summary['resume_after_half_s']:.2f} s | "
+                  f"(full pull {full:.2f} s) | |")
     return 0
 
 

@@ -13,6 +13,7 @@ server's periodic rescan (`refresh`, every `rescan_s`, in the background).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import threading
@@ -90,8 +91,12 @@ class _Index:
                     break
 
 
+@functools.lru_cache(maxsize=16384)
 def manifest_key(name: ModelName) -> str:
-    """The one place a name becomes a manifest key; refuses invalid names."""
+    """The one place a name becomes a manifest key; refuses invalid names.
+
+    Cached: a tag lookup on /v2 computes it on every request, and validating the parts
+    was a sixth of a manifest GET's time (names are immutable values)."""
     return f"{MANIFESTS_DIR}/{name.relpath().as_posix()}"
 
 

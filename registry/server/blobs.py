@@ -187,11 +187,15 @@ async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.
         "Content-Type": "application/octet-stream",
     }
     if request.method == "HEAD":
-        size = await repository.blob_size(digest, check_member=grant is None)
+        info = await repository.blob_info(digest, check_member=grant is None)
         # A pusher that finds the blob here skips its upload and will reference it from
-        # a manifest: the GC grace period restarts (the "skipped after HEAD" case).
-        await asyncio.to_thread(state.store.blobs.note_reuse, digest)
-        headers["Content-Length"] = str(size)
+        # a manifest: the GC grace period restarts (the "skipped after HEAD" case). The
+        # stat just made says whether that is due, so a HEAD of a recently touched blob
+        # costs no trip to a thread.
+        blobs = state.store.blobs
+        if time.time() - info.mtime > blobs.reuse_touch_s:
+            await asyncio.to_thread(blobs.note_reuse, digest, info.mtime)
+        headers["Content-Length"] = str(info.size)
         return web.Response(status=200, headers=headers)
     body = await repository.blob(digest, check_member=grant is None)
     if body.redirect is not None:

@@ -51,7 +51,8 @@ from registry.server.errors import (
 )
 from registry.server.repos import digest_tag
 from registry.server.repository import BlobBody, LocalRepository, ServedManifest, served
-from store.digest import Digest, blob_path
+from store.digest import Digest, blob_key, blob_path
+from store.driver import FileInfo
 from store.errors import InvalidManifest, StoreError
 from store.manifest import parse_manifest
 from store.names import ModelName, is_valid_part
@@ -424,14 +425,15 @@ class MirrorRepository(LocalRepository):
             raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
         return None, found[1]
 
-    async def blob_size(self, digest: Digest, *, check_member: bool) -> int:
+    async def blob_info(self, digest: Digest, *, check_member: bool) -> FileInfo:
         try:
-            return await super().blob_size(digest, check_member=check_member)
+            return await super().blob_info(digest, check_member=check_member)
         except RegistryError as exc:
             if exc.code is not BLOB_UNKNOWN:
                 raise
         _, size = await self._remote(digest)
-        return size
+        # Not stored here yet: nothing for the GC's grace period to restart.
+        return FileInfo(blob_key(digest), size, time.time(), False)
 
     async def blob(self, digest: Digest, *, check_member: bool) -> BlobBody:
         try:

@@ -37,7 +37,7 @@ from registry.server.errors import (
 from registry.server.repos import DIGEST_TAG_RE, ManifestMeta, TagFile, digest_tag
 from registry.server.wire import ErrorInfo
 from store.digest import Digest
-from store.driver import PathNotFound, WriterBusy
+from store.driver import FileInfo, PathNotFound, WriterBusy
 from store.errors import InvalidManifest, ModelNotFound
 from store.manifest import (
     INDEX_TYPES,
@@ -387,18 +387,22 @@ class LocalRepository:
         except WriterBusy:
             pass  # a concurrent request is writing this very link
 
-    async def blob_size(self, digest: Digest, *, check_member: bool) -> int:
-        """The size of the blob, or BLOB_UNKNOWN (also for a non-member when private)."""
-        return await self._stored_size(digest, check_member=check_member)
+    async def blob_info(self, digest: Digest, *, check_member: bool) -> FileInfo:
+        """The blob's size and modification time, or BLOB_UNKNOWN (also for a non-member
+        when private)."""
+        return await self._stored_info(digest, check_member=check_member)
 
     async def _stored_size(self, digest: Digest, *, check_member: bool) -> int:
+        return (await self._stored_info(digest, check_member=check_member)).size
+
+    async def _stored_info(self, digest: Digest, *, check_member: bool) -> FileInfo:
         try:
             info = await self._io(self.state.driver.stat, blob_key(digest))
         except PathNotFound:
             raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest}) from None
         if check_member and not await self._io(self.member, digest):
             raise RegistryError(BLOB_UNKNOWN, detail={"digest": digest})
-        return info.size
+        return info
 
     async def blob(self, digest: Digest, *, check_member: bool) -> BlobBody:
         """Where to read the blob from (see `BlobBody`), or BLOB_UNKNOWN."""

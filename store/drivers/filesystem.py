@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat as stat_module
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,21 +68,27 @@ class FilesystemDriver(StorageDriver):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._root_text = str(self.root)
 
     def _full(self, path: str, *, allow_root: bool = False) -> Path:
         validate_path(path, allow_root=allow_root)
         return self.root / path if path else self.root
 
+    def _full_text(self, path: str) -> str:
+        """`_full` as a string, for the per-request stat and exists (no Path objects)."""
+        validate_path(path)
+        return f"{self._root_text}/{path}"
+
     def stat(self, path: str) -> FileInfo:
         try:
-            st = os.stat(self._full(path))
+            st = os.stat(self._full_text(path))
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
-        is_dir = os.path.isdir(self._full(path))
+        is_dir = stat_module.S_ISDIR(st.st_mode)
         return FileInfo(path, 0 if is_dir else st.st_size, st.st_mtime, is_dir)
 
     def exists(self, path: str) -> bool:
-        return os.path.isfile(self._full(path))
+        return os.path.isfile(self._full_text(path))
 
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         if offset < 0 or (length is not None and length < 0):
