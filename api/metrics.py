@@ -94,7 +94,9 @@ class Metrics:
         return children
 
     def observe_request(self, route: str, method: str, status: int, seconds: float,
-                        received: int, sent: int) -> None:
+                        received: int, sent: int) -> Any:
+        """Count a request; returns its route's response-bytes counter (for bytes that
+        aiohttp sends after the middleware returned)."""
         if method not in _METHODS:
             method = "other"  # clients choose the method: keep the label set bounded
         count, latency, bytes_in, bytes_out = self._request_children(route, method, str(status))
@@ -104,6 +106,7 @@ class Metrics:
             bytes_in.inc(received)
         if sent:
             bytes_out.inc(sent)
+        return bytes_out
 
     def observe_gc(self, report: GCReport) -> None:
         self.gc_runs.inc()
@@ -191,27 +194,28 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., object]:
             raise
         finally:
             route = route_label(request)
-            if response is not None and response.prepared:
-                sent = response.body_length  # streamed: everything was written already
-            else:
-                sent = 0  # counted from Content-Length when aiohttp sends it (on_prepare)
-                request[_ROUTE] = route
+            streamed = response is not None and response.prepared
+            # streamed: everything was written already; otherwise counted from Content-Length
+            # when aiohttp sends it (on_prepare)
+            sent = response.body_length if streamed and response is not None else 0
             received = request.content.total_bytes if request.body_exists else 0
-            metrics.observe_request(route, request.method, status,
-                                    time.perf_counter() - started, received, sent)
+            bytes_out = metrics.observe_request(route, request.method, status,
+                                                time.perf_counter() - started, received, sent)
+            if not streamed and request.method != "HEAD":  # a HEAD's Content-Length is never sent
+                request[_BYTES_OUT] = bytes_out
 
     return middleware
 
 
-_ROUTE = web.RequestKey("corral_metrics_route", str)
+_BYTES_OUT = web.RequestKey("corral_metrics_bytes_out", object)
 
 
 def _prepare_counter(metrics: Metrics) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     async def count(request: web.Request, response: web.StreamResponse) -> None:
         """Bytes of answers sent after the middleware returned (plain and file responses)."""
-        route = request.get(_ROUTE)
-        if route is not None and response.content_length:
-            metrics.bytes_out.labels(route).inc(response.content_length)
+        counter = request.get(_BYTES_OUT)
+        if counter is not None and response.content_length:
+            counter.inc(response.content_length)
 
     return count
 

@@ -124,6 +124,12 @@ def test_push_pull_generate_gc_move_the_metrics(local, remote, orphan, tmp_path)
     assert len(blob.content) == layer["size"]
     served = scrape(remote.url)
     assert value(served, "corral_http_response_bytes_total", route="/v2/blob") >= layer["size"]
+    # A HEAD answers the blob's size in Content-Length but sends no body: no bytes counted.
+    sent_before = value(served, "corral_http_response_bytes_total", route="/v2/blob")
+    assert httpx.head(f"{remote.url}/v2/alice/tiny/blobs/{layer['digest']}").status_code == 200
+    served = scrape(remote.url)
+    assert value(served, "corral_http_requests_total", route="/v2/blob", method="HEAD", status="200") >= 1
+    assert value(served, "corral_http_response_bytes_total", route="/v2/blob") == sent_before
 
     runners_before = set(runner_pids(os.getpid()))
     r = httpx.post(local.url + "/api/generate", json={"model": "tiny", "prompt": "hello", "stream": True,
