@@ -210,14 +210,12 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., object]:
 _BYTES_OUT = web.RequestKey("corral_metrics_bytes_out", object)
 
 
-def _prepare_counter(metrics: Metrics) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    async def count(request: web.Request, response: web.StreamResponse) -> None:
-        """Bytes of answers sent after the middleware returned (plain and file responses)."""
-        counter = request.get(_BYTES_OUT)
-        if counter is not None and response.content_length:
-            counter.inc(response.content_length)
-
-    return count
+async def _count_prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """Bytes of answers sent after the middleware returned (plain and file responses), on
+    the counter the middleware left on the request."""
+    counter = request.get(_BYTES_OUT)
+    if counter is not None and response.content_length:
+        counter.inc(response.content_length)
 
 
 def ttft_since_request(request: web.Request) -> float | None:
@@ -313,7 +311,7 @@ def install(app: web.Application, metrics: Metrics) -> Metrics:
     """Attach the app's metrics and the scrape-time collector."""
     app[METRICS] = metrics
     app[BOARD] = TransferBoard()
-    app.on_response_prepare.append(_prepare_counter(metrics))
+    app.on_response_prepare.append(_count_prepared)
     collector = StateCollector(app)
     metrics.registry.register(collector)
     app[COLLECTOR] = collector

@@ -216,13 +216,17 @@ class BlobStore:
     def touch(self, digest: Digest) -> None:
         self.driver.touch(blob_key(digest))
 
+    def reuse_touch_due(self, mtime: float) -> bool:
+        """Whether a blob last modified at `mtime` is due for `note_reuse`'s touch."""
+        return time.time() - mtime > self.reuse_touch_s
+
     def note_reuse(self, digest: Digest, mtime: float | None = None) -> None:
         """A client learnt that `digest` exists and may reference it without uploading it
         (HEAD, mount): restart its GC grace period, at most once a minute per blob."""
         try:
             if mtime is None:
                 mtime = self.mtime(digest)
-            if time.time() - mtime > self.reuse_touch_s:
+            if self.reuse_touch_due(mtime):
                 self.touch(digest)
         except (BlobNotFound, OSError):
             pass

@@ -193,7 +193,7 @@ async def handle(request: web.Request, repo: RepoName, digest_text: str) -> web.
         # stat just made says whether that is due, so a HEAD of a recently touched blob
         # costs no trip to a thread.
         blobs = state.store.blobs
-        if time.time() - info.mtime > blobs.reuse_touch_s:
+        if blobs.reuse_touch_due(info.mtime):
             await asyncio.to_thread(blobs.note_reuse, digest, info.mtime)
         headers["Content-Length"] = str(info.size)
         return web.Response(status=200, headers=headers)

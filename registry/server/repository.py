@@ -392,9 +392,6 @@ class LocalRepository:
         when private)."""
         return await self._stored_info(digest, check_member=check_member)
 
-    async def _stored_size(self, digest: Digest, *, check_member: bool) -> int:
-        return (await self._stored_info(digest, check_member=check_member)).size
-
     async def _stored_info(self, digest: Digest, *, check_member: bool) -> FileInfo:
         try:
             info = await self._io(self.state.driver.stat, blob_key(digest))
@@ -406,7 +403,7 @@ class LocalRepository:
 
     async def blob(self, digest: Digest, *, check_member: bool) -> BlobBody:
         """Where to read the blob from (see `BlobBody`), or BLOB_UNKNOWN."""
-        size = await self._stored_size(digest, check_member=check_member)
+        size = (await self._stored_info(digest, check_member=check_member)).size
         key = blob_key(digest)
         redirect = (
             await asyncio.to_thread(self.state.driver.redirect_url, key, expires_in=self.state.config.redirect_expiry_s)
