@@ -1,6 +1,7 @@
 """corral's /v2 against docker-registry (CNCF distribution), measured in the same run.
 
     .venv/bin/python bench/registry.py [--size-mib 512] [--chunk-mib 64] [--rounds 3] [--storage s3]
+                                       [--before-src DIR]
     .venv/bin/python bench/registry.py --listing [--models 10000] [--blobs 100000]
 
 Starts `docker-registry` (Debian package) and `corral serve` on loopback, each with its
@@ -27,6 +28,11 @@ Then the operations cost, on three corral servers in the same run: `--no-metrics
 baseline), metrics on (the default), and `--require-auth` (metrics off), the same manifest
 GET and blob HEAD lines for each, as ratios to the baseline (median of per-round ratios,
 in requests per second and per CPU-second of the server). `--ops-only` runs only these.
+
+`--before-src DIR` adds a third server, `corral serve` run from another source checkout
+(`git worktree add DIR <commit>`: the code before a change), measured in the same rounds, and
+prints its ratios next to the current code's, with current / before as the median of
+per-round ratios (how much a change moved each line, with machine drift cancelled).
 
 Rounds alternate which server goes first; each line reports the median round and the
 CPU the server processes used (from /proc). Prints a Markdown table of corral/docker
@@ -58,6 +64,7 @@ import servers as bench_servers
 from servers import ROOT, S3_KEYS, Server, cpu_seconds, free_port, start_docker_registry, wait_up
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+BEFORE = "corral-before"
 MiB = 1024 * 1024
 
 
@@ -82,11 +89,11 @@ def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def start_corral(work: Path, name: str = "corral", extra: tuple[str, ...] = (),
-                 s3_endpoint: str | None = None) -> Server:
+                 s3_endpoint: str | None = None, source: Path = ROOT) -> Server:
     args = ["--anonymous-push", *extra]
     if s3_endpoint:
-        args += ["--storage", f"s3://corral-bench/corral?endpoint={s3_endpoint}&path_style=1"]
-    return bench_servers.start_corral(work / name, *args, name=name,
+        args += ["--storage", f"s3://corral-bench/{name}?endpoint={s3_endpoint}&path_style=1"]
+    return bench_servers.start_corral(work / name, *args, name=name, source=source,
                                       env={"CORRAL_NOPRUNE": "1", **(S3_KEYS if s3_endpoint else {})})
 
 
@@ -332,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blobs", type=int, default=100_000, help="unreferenced blobs for the --listing startup")
     ap.add_argument("--ops-rounds", type=int, default=9)
     ap.add_argument("--ops-seconds", type=float, default=2.0)
+    ap.add_argument("--before-src", metavar="DIR",
+                    help="also measure `corral serve` run from the source checkout DIR (e.g. `git worktree add "
+                         "DIR <commit>`), as the server 'corral-before', in the same rounds")
     ap.add_argument("--ops-only", action="store_true",
                     help="only the metrics / --require-auth lines (no docker-registry needed)")
     args = ap.parse_args(argv)
@@ -368,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage == "s3":
         moto, s3_endpoint = start_moto(work)
     servers = [start_corral(work, s3_endpoint=s3_endpoint), start_docker_registry(work, s3_endpoint)]
+    if args.before_src:
+        servers.append(start_corral(work, BEFORE, s3_endpoint=s3_endpoint, source=Path(args.before_src).resolve()))
     size = args.size_mib * MiB
     base = bytearray(os.urandom(size))
     lines = {
@@ -432,8 +444,16 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.rounds} rounds; CPU = cores used by the server while measured; "
           f"storage: {args.storage}")
     print()
-    print("| measurement | corral | docker-registry | corral / docker-registry |")
-    print("|---|---|---|---|")
+    before = bool(args.before_src)
+    if before:
+        print(f"{BEFORE}: corral served from {args.before_src}")
+        print()
+        print(f"| measurement | corral | {BEFORE} | docker-registry | corral / docker-registry "
+              f"| {BEFORE} / docker-registry | corral / {BEFORE} (median of per-round ratios) |")
+        print("|---|---|---|---|---|---|---|")
+    else:
+        print("| measurement | corral | docker-registry | corral / docker-registry |")
+        print("|---|---|---|---|")
     report = {}
     for key, line in lines.items():
         if not line.results:
@@ -441,10 +461,19 @@ def main(argv: list[str] | None = None) -> int:
         c, d = line.median("corral"), line.median("docker-registry")
         cc = statistics.median(line.cpu["corral"])
         dc = statistics.median(line.cpu["docker-registry"])
-        print(f"| {line.name} | {c:,.0f} {line.unit} (CPU {cc:.2f}) | {d:,.0f} {line.unit} (CPU {dc:.2f}) "
-              f"| **{c / d:.2f}x** |")
         report[key] = {"name": line.name, "unit": line.unit, "results": line.results, "cpu": line.cpu,
                        "ratio": c / d}
+        if not before:
+            print(f"| {line.name} | {c:,.0f} {line.unit} (CPU {cc:.2f}) | {d:,.0f} {line.unit} (CPU {dc:.2f}) "
+                  f"| **{c / d:.2f}x** |")
+            continue
+        b = line.median(BEFORE)
+        bc = statistics.median(line.cpu[BEFORE])
+        paired = statistics.median(x / y for x, y in zip(line.results["corral"], line.results[BEFORE], strict=True))
+        report[key]["before_ratio"] = b / d
+        report[key]["corral_over_before"] = paired
+        print(f"| {line.name} | {c:,.0f} {line.unit} (CPU {cc:.2f}) | {b:,.0f} {line.unit} (CPU {bc:.2f}) "
+              f"| {d:,.0f} {line.unit} (CPU {dc:.2f}) | **{c / d:.2f}x** | {b / d:.2f}x | **{paired:.3f}x** |")
     if args.json:
         Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after,
                                                "lines": report, "ops": ops}, indent=1))

@@ -125,12 +125,14 @@ def start_docker_registry(root: Path, s3_endpoint: str | None = None) -> Server:
     return server
 
 
-def start_corral(models: Path, *args: str, name: str = "corral", env: dict[str, str] | None = None) -> Server:
-    """`corral serve --models MODELS ARGS...` from this checkout, with `env` added to ours."""
+def start_corral(models: Path, *args: str, name: str = "corral", env: dict[str, str] | None = None,
+                 source: Path = ROOT) -> Server:
+    """`corral serve --models MODELS ARGS...` from this checkout (or from the checkout at
+    `source`, with this interpreter and its packages), with `env` added to ours."""
     port = free_port()
     cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--models", str(models), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
+    proc = subprocess.Popen(cmd, cwd=source, env={**os.environ, "PYTHONPATH": str(source), **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = Server(name, f"http://127.0.0.1:{port}", proc)
     wait_up(server.url, proc)

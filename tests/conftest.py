@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,72 @@ os.environ.setdefault("GGML_NO_BACKTRACE", "1")
 # per runner (2 threads on 2 shared cores can be far slower than 1).
 os.environ.setdefault("CORRAL_DEFAULT_MODEL", "0")
 os.environ.setdefault("CORRAL_NUM_THREADS", "1")
+
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per CPU this process may use (its affinity, which containers
+    and `taskset` narrow), at most MAX_WORKERS: each worker starts its own servers and
+    model runners, so more would cost memory for little gain."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before parallel workers start: create the user's default signing key once, so no
+    two workers race to generate it."""
+    parallel = getattr(config.option, "numprocesses", None)
+    if parallel and getattr(config, "workerinput", None) is None:
+        from registry.auth import load_or_create_key
+        from registry.client.keys import default_key_path
+
+        load_or_create_key(default_key_path())
+
+
+# A test file whose tests share a fixture wider than one test (a server, a loaded model,
+# state the next test builds on) declares one with one of these scopes.
+_SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:class|module|package)["']""")
+_SHARED_SCOPES = frozenset({"class", "module", "package"})
+
+
+@functools.cache
+def _shares_fixtures(path: Path) -> bool:
+    try:
+        return bool(_SHARED_FIXTURE.search(path.read_text(encoding="utf-8")))
+    except OSError:
+        return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Parallel runs: the tests of a file that declares a shared fixture go to one worker
+    together (the fixture starts once, and tests that build on each other stay in order);
+    every other test is its own unit of work, so the workers finish close together. The
+    largest units are handed out first (xdist's `loadscopereorder`)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = config.rootpath
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return file if _shares_fixtures(root / file) else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The scheduler above decides from a file's text; check that it misses no test that
+    really uses a shared fixture (one declared in another file, say)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d.scope in _SHARED_SCOPES for chain in defs for d in chain) and not _shares_fixtures(item.path):
+            raise pytest.UsageError(f"{item.nodeid} uses a shared fixture that tests/conftest.py's "
+                                    "scheduler does not see in its file: declare it there")
+
 
 HOST = "registry.ollama.ai"
 CHATML = (

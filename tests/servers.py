@@ -21,10 +21,25 @@ from api.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) when serial."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return (int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0), max(count, 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now. Parallel test workers each take only ports from their own
+    share, so two workers never pick the same port between its pick and its bind. (Linux
+    gives bind() even ports, so the share is by port // 2.)"""
+    index, count = _worker_slot()
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port // 2 % count == index:
+            return port
+    raise RuntimeError("no free loopback port in this worker's share")
 
 
 class ThreadedServer:

@@ -302,9 +302,7 @@ def test_s3_startup_errors_are_one_line(tmp_path):
     endpoint = moto_endpoint()
     missing = _serve_error(tmp_path, f"s3://no-such-bucket-here/x?endpoint={endpoint}&path_style=1")
     assert "bucket 'no-such-bucket-here' does not exist" in missing
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]
+    dead_port = free_port()  # nothing listens there
     unreachable = _serve_error(tmp_path, f"s3://bucket1/x?endpoint=http://127.0.0.1:{dead_port}&path_style=1",
                                {"AWS_MAX_ATTEMPTS": "1"})
     assert "cannot reach the S3 endpoint" in unreachable
