@@ -129,7 +129,56 @@ def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None
     return middleware
 
 
-def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callable[..., object]:
+Check = Callable[[web.Request], "web.StreamResponse | None"]
+"""A request rule: the refusal (or answer, for a CORS preflight) or None to go on."""
+
+_CACHE_LIMIT = 512
+
+
+def _cached(rule: Callable[[str], bool]) -> Callable[[str], bool]:
+    """`rule` with its answers kept per argument (the peer address, the Host header). The
+    argument may come from a client, so the memory is bounded: it is cleared when full."""
+    answers: dict[str, bool] = {}
+
+    def cached(text: str) -> bool:
+        answer = answers.get(text)
+        if answer is None:
+            if len(answers) >= _CACHE_LIMIT:
+                answers.clear()
+            answer = answers[text] = rule(text)
+        return answer
+
+    return cached
+
+
+def as_middleware(check: Check) -> Callable[..., object]:
+    """A request rule as a middleware of its own."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = check(request)
+        return refused if refused is not None else await handler(request)
+
+    return middleware
+
+
+def request_policy(checks: list[Check]) -> Callable[..., object]:
+    """The request rules in one middleware (one coroutine per request instead of one per
+    rule), applied in order; the first answer is the response."""
+    rules = tuple(checks)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        for rule in rules:
+            refused = rule(request)
+            if refused is not None:
+                return refused
+        return await handler(request)
+
+    return middleware
+
+
+def host_rule(listen_host: str, extra: frozenset[str] = frozenset()) -> Check:
     """Refuse foreign Host headers (403) from loopback peers, whatever address the server
     listens on: a web page that rebinds its own name to 127.0.0.1 (or to this machine)
     reaches the server from a loopback peer with its own name as Host. When listening on
@@ -140,16 +189,19 @@ def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callabl
     except ValueError:
         loopback_only = listen_host.lower() == "localhost"
     machine = machine_names()
+    allowed = _cached(lambda host: host_allowed(host, extra, machine))
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (loopback_only or _peer_is_loopback(request)) and not host_allowed(
-            request.host or "", extra, machine
-        ):
+    def check(request: web.Request) -> web.StreamResponse | None:
+        if (loopback_only or _peer_is_loopback(request)) and not allowed(request.host or ""):
             return error_response(403, "forbidden host")
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
+
+
+def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callable[..., object]:
+    """`host_rule` as a middleware."""
+    return as_middleware(host_rule(listen_host, extra))
 
 
 # --- browsers: Origin, CORS preflights, Content-Type -------------------------------------
@@ -166,7 +218,7 @@ _CORS_HEADERS = (
 _CORS_MAX_AGE = "43200"
 
 
-def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Callable[..., object]:
+def origin_rule(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Check:
     """Browser requests: answer CORS preflights, and refuse (403) any request whose
     `Origin` is not allowed, as ollama's CORS middleware does. A page of this server
     itself (same scheme-less authority as Host, and Host a local name) is allowed too.
@@ -181,11 +233,10 @@ def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Cal
         host = (request.host or "").lower()
         return authority is not None and authority == host and host_allowed(host, extra_hosts, machine)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> web.StreamResponse | None:
         origin = request.headers.get("Origin")
         if origin is None:
-            return await handler(request)
+            return None
         if not allowed(request, origin):
             return error_response(403, "origin not allowed: set CORRAL_ORIGINS on the server to allow it")
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -197,17 +248,27 @@ def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Cal
                 "Vary": "Origin",
             })
         request[CORS_ORIGIN] = origin
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
 
 
-async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare`: an allowed origin may read the answer (streams too)."""
+def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Callable[..., object]:
+    """`origin_rule` as a middleware."""
+    return as_middleware(origin_rule(policy, extra_hosts))
+
+
+def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """An allowed origin may read the answer (streams too); called as responses are prepared."""
     origin = request.get(CORS_ORIGIN)
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers.add("Vary", "Origin")
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: `add_cors_headers`."""
+    add_cors_headers(request, response)
 
 
 # Bodies a web page can send without a preflight: text/plain, form encodings, and none.
@@ -223,8 +284,9 @@ def _media_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
-@web.middleware
-async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+def content_type_rule(request: web.Request) -> web.StreamResponse | None:
+    """State-changing /api requests need a Content-Type a web page cannot send cross-site
+    without a preflight (415 otherwise)."""
     if _is_mutation(request.method, request.path) and request.body_exists:
         media = _media_type(request)
         if request.path.startswith("/api/blobs/"):
@@ -237,7 +299,10 @@ async def content_type_guard(request: web.Request, handler: Handler) -> web.Stre
                     "or application/octet-stream")
         elif media not in _JSON_TYPES and not (media.startswith("application/") and media.endswith("+json")):
             return error_response(415, "this endpoint needs Content-Type: application/json")
-    return await handler(request)
+    return None
+
+
+content_type_guard = as_middleware(content_type_rule)
 # OpenAI clients percent-encode the model id, whose slashes (alice/tiny:v1) are part of it.
 _ENCODED_SLASH_OK = "/v1/models/"
 
@@ -255,12 +320,14 @@ def _suspicious(raw_path: str) -> bool:
     return False
 
 
-@web.middleware
-async def path_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+def path_rule(request: web.Request) -> web.StreamResponse | None:
     """Refuse dot segments and encoded separators before aiohttp's normalised path routes them."""
     if _suspicious(request.raw_path):
         return error_response(400, "invalid path: dot segments and encoded separators are not allowed")
-    return await handler(request)
+    return None
+
+
+path_guard = as_middleware(path_rule)
 
 
 # Endpoints that change the store or reach out to registries: never open to the network
@@ -276,11 +343,18 @@ def _is_mutation(method: str, path: str) -> bool:
     return (method, path) in MUTATING or (method == "POST" and path.startswith("/api/blobs/"))
 
 
-def _peer_is_loopback(request: web.Request) -> bool:
+def _address_is_loopback(remote: str) -> bool:
     try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
+        return ipaddress.ip_address(remote).is_loopback
     except ValueError:
         return False  # unix sockets and unknown peers are treated as remote
+
+
+_loopback_address = _cached(_address_is_loopback)
+
+
+def _peer_is_loopback(request: web.Request) -> bool:
+    return _loopback_address(request.remote or "")
 
 
 # Open to anyone even on a private server: liveness and the version.
@@ -292,7 +366,7 @@ def _is_model_read(method: str, path: str) -> bool:
     return (method, path) not in _PUBLIC and (path.startswith(("/api/", "/v1/")) or path in ("/api", "/v1"))
 
 
-def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., object]:
+def access_rule(api_key: str | None, private: bool = False) -> Check:
     """With `api_key` set, model management needs `Authorization: Bearer <key>` (what the
     official clients send from OLLAMA_API_KEY); without one, it is served to loopback
     peers only. With `private` (--private), reading and running models is guarded the
@@ -300,8 +374,7 @@ def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., 
     through /api or /v1 either."""
     expected = f"Bearer {api_key}".encode() if api_key else None
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> web.StreamResponse | None:
         guarded = _is_mutation(request.method, request.path) or (
             private and _is_model_read(request.method, request.path))
         if guarded:
@@ -313,6 +386,11 @@ def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., 
                 return error_response(
                     403, "this endpoint is only served to this machine; set CORRAL_API_KEY "
                     "on the server to allow it from elsewhere")
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
+
+
+def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., object]:
+    """`access_rule` as a middleware."""
+    return as_middleware(access_rule(api_key, private))
