@@ -22,7 +22,7 @@ from api.middleware import (
     add_cors_headers,
     body_progress,
     content_type_rule,
-    errors,
+    error_answer,
     host_rule,
     origin_rule,
     path_rule,
@@ -47,7 +47,7 @@ from api.routes.transfer import TRANSFER
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from api.v1_common import v1_errors
-from registry.server import RegistryState, registry_guard, setup_registry
+from registry.server import RegistryState, registry_shape, setup_registry
 from registry.server.quota import QuotaLedger
 from registry.throttle import ByteRate
 from runtime.cpu import log_startup as log_cpu
@@ -77,13 +77,13 @@ def create_app(settings: Settings) -> web.Application:
     rules = [path_rule, host_rule(settings.host, hosts), origin_rule(OriginPolicy(settings.origins), hosts),
              content_type_rule]
     if settings.require_auth:
-        policy = [request_policy(rules), auth_middleware(auth_config)]
+        policy = [request_policy(rules, v1=v1_errors), auth_middleware(auth_config)]
     else:
-        policy = [request_policy([*rules, access_rule(settings.api_key, settings.private)])]
+        policy = [request_policy([*rules, access_rule(settings.api_key, settings.private)], v1=v1_errors)]
     counting = [metrics.metrics_middleware(meters)] if settings.metrics else []
     app = web.Application(
-        middlewares=[*counting, registry_guard, body_progress(*body_timeout()), v1_errors, *policy,
-                     audit_middleware(audit_log, IDENTITY), errors],
+        middlewares=[*counting, body_progress(*body_timeout(), finish=registry_shape), *policy,
+                     audit_middleware(audit_log, IDENTITY, on_error=error_answer)],
         client_max_size=32 * 1024 * 1024,
     )
     app.on_response_prepare.append(_on_prepare_counting if settings.metrics else _on_prepare)

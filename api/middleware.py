@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hmac
 import ipaddress
 import logging
@@ -34,25 +35,25 @@ class BodyTimeout(ConnectionResetError, TimeoutError):
 BODY_TIMEOUT_MESSAGE = "request body timed out: the client stopped sending it"
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except APIError as exc:
+def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The `{"error": ...}` answer to an exception a handler raised. Call it from the
+    `except` block: what it does not answer (a redirect, an HTTP error off /api and /v1)
+    is raised again."""
+    if isinstance(exc, APIError):
         return error_response(exc.status, exc.message)
-    except BodyTimeout:
+    if isinstance(exc, BodyTimeout):
         return error_response(408, BODY_TIMEOUT_MESSAGE)
-    except OSError as exc:
+    if isinstance(exc, OSError):
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
             log.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(500, "internal server error")
         log.warning("%s %s: out of file descriptors", request.method, request.path)
         return error_response(503, "the server is out of file descriptors; retry later")
-    except (StoreError, InferenceError) as exc:
+    if isinstance(exc, (StoreError, InferenceError)):
         return error_response(*error_of(exc))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400 or not request.path.startswith(("/api", "/v1")):
-            raise
+            raise exc
         if exc.status == 404:
             text = f"{request.method} {request.path}: no such endpoint"
         elif exc.status == 405:
@@ -61,19 +62,33 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             text = exc.reason.lower()
         # On /v1 the v1_errors middleware turns this into OpenAI's (or Anthropic's) shape.
         return error_response(exc.status, text)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal server error")
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal server error")
 
 
-def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None) -> Callable[..., object]:
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`error_answer` for whatever the handler raises."""
+    try:
+        return await handler(request)
+    except Exception as exc:  # noqa: BLE001 - error_answer raises again what it does not answer
+        return error_answer(request, exc)
+
+
+def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None,
+                  finish: Callable[[web.Request, web.StreamResponse], web.StreamResponse] | None = None,
+                  ) -> Callable[..., object]:
     """Time out request bodies that stop or trickle (policy in api/resources.py).
 
     A watcher samples the body stream every `tick_s`: time counts only while a handler
     waits on it with nothing buffered (so the server's own slowness never does); after
     each `timeout_s` of such waiting, at least `min_rate * timeout_s` bytes must have
     arrived. Otherwise the stream fails with BodyTimeout, the answer is 408 (when nothing
-    was sent yet) and the connection is closed."""
+    was sent yet) and the connection is closed.
+
+    `finish`, when given, is applied to every answer this middleware returns (what a
+    middleware just outside it would do to it, e.g. `registry.server.registry_shape`),
+    saving a coroutine per request."""
     tick = tick_s if tick_s is not None else min(1.0, timeout_s / 10)
     need = min_rate * timeout_s
 
@@ -104,10 +119,7 @@ def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None
         response.force_close()
         return response
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.body_exists or request.content.is_eof():
-            return await handler(request)  # no body, or all of it already arrived
+    async def watched(request: web.Request, handler: Handler) -> web.StreamResponse:
         fired: list[bool] = []
         watcher = asyncio.create_task(watch(request, fired))
         try:
@@ -125,6 +137,19 @@ def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None
                 return timed_out(request)
             response.force_close()
         return response
+
+    if finish is None:
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not request.body_exists or request.content.is_eof():
+                return await handler(request)  # no body, or all of it already arrived
+            return await watched(request, handler)
+    else:
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not request.body_exists or request.content.is_eof():
+                return finish(request, await handler(request))
+            return finish(request, await watched(request, handler))
 
     return middleware
 
@@ -162,13 +187,27 @@ def as_middleware(check: Check) -> Callable[..., object]:
     return middleware
 
 
-def request_policy(checks: list[Check]) -> Callable[..., object]:
+def request_policy(checks: list[Check], v1: Callable[..., Awaitable[web.StreamResponse]] | None = None,
+                   ) -> Callable[..., object]:
     """The request rules in one middleware (one coroutine per request instead of one per
-    rule), applied in order; the first answer is the response."""
+    rule), applied in order; the first answer is the response. `v1`, when given (the
+    `api.v1_common.v1_errors` middleware), wraps the rules and the handler on /v1 paths
+    only, as it would as the middleware just outside this one."""
     rules = tuple(checks)
+
+    async def ruled(request: web.Request, handler: Handler) -> web.StreamResponse:
+        for rule in rules:
+            refused = rule(request)
+            if refused is not None:
+                return refused
+        return await handler(request)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if v1 is not None:
+            path = request.path
+            if path == "/v1" or path.startswith("/v1/"):
+                return await v1(request, functools.partial(ruled, handler=handler))
         for rule in rules:
             refused = rule(request)
             if refused is not None:
