@@ -6,8 +6,12 @@ Counters and histograms are updated where things happen; gauges that describe st
 are read when `/metrics` is scraped, so the hot path pays nothing for them.
 
 The request middleware labels by the matched route (`/api/tags`, `/v2/blob`...), never by
-the raw path, so the label set stays small whatever clients send; label children are
-cached so a request costs two dictionary lookups and three atomic increments.
+the raw path, so the label set stays small whatever clients send. The request families
+are plain numbers in `HttpStats` (no locks: only the event loop counts), so a request costs
+one dictionary lookup, a bisection and a few additions; a prometheus_client child costs a
+lock per update and a loop over the buckets per observation, which measured about 7% of a
+manifest GET's server CPU (py-spy, 32 connections), not the 2% a loop calling the
+middleware alone suggests (in a real server the code runs with cold caches).
 """
 
 from __future__ import annotations
