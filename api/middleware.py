@@ -160,20 +160,23 @@ Check = Callable[[web.Request], "web.StreamResponse | None"]
 _CACHE_LIMIT = 512
 
 
-def _cached(rule: Callable[[str], bool]) -> Callable[[str], bool]:
-    """`rule` with its answers kept per argument (the peer address, the Host header). The
+class _Memo:
+    """A rule's answers kept per argument (the peer address, the Host header). The
     argument may come from a client, so the memory is bounded: it is cleared when full."""
-    answers: dict[str, bool] = {}
 
-    def cached(text: str) -> bool:
-        answer = answers.get(text)
+    __slots__ = ("answers", "rule")
+
+    def __init__(self, rule: Callable[[str], bool]) -> None:
+        self.rule = rule
+        self.answers: dict[str, bool] = {}
+
+    def __call__(self, text: str) -> bool:
+        answer = self.answers.get(text)
         if answer is None:
-            if len(answers) >= _CACHE_LIMIT:
-                answers.clear()
-            answer = answers[text] = rule(text)
+            if len(self.answers) >= _CACHE_LIMIT:
+                self.answers.clear()
+            answer = self.answers[text] = self.rule(text)
         return answer
-
-    return cached
 
 
 def as_middleware(check: Check) -> Callable[..., object]:
@@ -228,7 +231,7 @@ def host_rule(listen_host: str, extra: frozenset[str] = frozenset()) -> Check:
     except ValueError:
         loopback_only = listen_host.lower() == "localhost"
     machine = machine_names()
-    allowed = _cached(lambda host: host_allowed(host, extra, machine))
+    allowed = _Memo(lambda host: host_allowed(host, extra, machine))
 
     def check(request: web.Request) -> web.StreamResponse | None:
         if (loopback_only or _peer_is_loopback(request)) and not allowed(request.host or ""):
@@ -389,7 +392,7 @@ def _address_is_loopback(remote: str) -> bool:
         return False  # unix sockets and unknown peers are treated as remote
 
 
-_loopback_address = _cached(_address_is_loopback)
+_loopback_address = _Memo(_address_is_loopback)
 
 
 def _peer_is_loopback(request: web.Request) -> bool:
