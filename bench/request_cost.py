@@ -23,7 +23,9 @@ answered (µs per request) or by the MiB uploaded (ms per MiB). CPU per request 
 much less than requests per second on other load on the machine (which is why the rate is
 not reported), though cache and frequency effects still move it some: compare variants
 measured in the same run, and look at the spread (min-max of the rounds) printed next to
-each median. The last column is each variant's median relative to the first variant.
+each median. The ratio after it is the median over rounds of the variant's value divided
+by the first variant's value in the same round (paired, so a load change between rounds
+cancels out), with its range over the rounds.
 """
 
 from __future__ import annotations
@@ -205,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines:
             vals = v.results[line]
             med = statistics.median(vals)
-            rel = med / statistics.median(ref.results[line])
-            cells.append(f"{med:,.1f} ({min(vals):,.1f}-{max(vals):,.1f}) {rel:.2f}x")
+            ratios = [x / y for x, y in zip(vals, ref.results[line], strict=True)]
+            cells.append(f"{med:,.1f} ({min(vals):,.1f}-{max(vals):,.1f}) **{statistics.median(ratios):.2f}x** "
+                         f"({min(ratios):.2f}-{max(ratios):.2f})")
         flags = f" {' '.join(v.flags)}" if v.flags else ""
         print(f"| {v.name}{flags} | " + " | ".join(cells) + " |")
     if args.json:
