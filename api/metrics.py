@@ -291,17 +291,16 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., object]:
             method = request.method
             sent = 0
             later = False
-            if response is not None:
-                if response.prepared:
-                    sent = response.body_length  # streamed: everything was written already
-                elif method != "HEAD":  # a HEAD's Content-Length is never sent
-                    # A plain Response knows its length now; a file's is known when aiohttp
-                    # prepares it (the prepare hook counts it then).
-                    length = response.content_length if type(response) is web.Response else None
-                    if length is None:
-                        later = True
-                    else:
-                        sent = length
+            if response is not None and response.prepared:
+                sent = response.body_length  # streamed: everything was written already
+            elif method != "HEAD":  # a HEAD's Content-Length is never sent
+                # A plain Response knows its length now; a file's (or a raised HTTP error's)
+                # is known when aiohttp prepares it: the prepare hook counts it then.
+                length = response.content_length if type(response) is web.Response else None
+                if length is None:
+                    later = True
+                else:
+                    sent = length
             received = request.content.total_bytes if request.body_exists else 0
             counts = observe(route_label(request), method, status, clock() - started, received, sent)
             if later:

@@ -96,3 +96,36 @@ def test_cached_host_answers_match_the_rule_and_stay_bounded():
 def test_cached_peer_answer_is_the_ipaddress_rule(remote):
     assert middleware._loopback_address(remote) == middleware._address_is_loopback(remote)
     assert len(middleware._loopback_address.answers) <= middleware._CACHE_LIMIT
+
+
+async def test_response_bytes_counted_for_plain_file_and_raised_answers(aiohttp_client, tmp_path):
+    from api.metrics import Metrics, count_prepared, metrics_middleware
+
+    meters = Metrics()
+    app = web.Application(middlewares=[metrics_middleware(meters)])
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        count_prepared(request, response)
+
+    app.on_response_prepare.append(on_prepare)
+    weights = tmp_path / "weights"
+    weights.write_bytes(b"w" * 1000)
+
+    async def file(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(weights)
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"p" * 10)
+
+    app.router.add_get("/file", file)
+    app.router.add_get("/plain", plain)
+    client = await aiohttp_client(app)
+    for method, path in (("GET", "/file"), ("GET", "/plain"), ("HEAD", "/plain"), ("GET", "/missing")):
+        async with client.request(method, path) as resp:
+            body = await resp.read()
+            if path == "/missing":
+                missing = len(body)
+    routes = meters.http.routes
+    assert routes["/file"].sent == 1000
+    assert routes["/plain"].sent == 10  # the HEAD's Content-Length is never sent
+    assert routes["unmatched"].sent == missing > 0  # a raised 404, counted when aiohttp prepares it
