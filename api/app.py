@@ -18,14 +18,15 @@ from api.apikeys import ApiKeyFile
 from api.audit import AUDIT, AuditLog, audit_middleware
 from api.auth import AUTH, IDENTITY, AuthConfig, Authenticator, RateLimiter, auth_middleware
 from api.middleware import (
+    access_rule,
+    add_cors_headers,
     body_progress,
-    content_type_guard,
-    cors,
-    cors_headers,
-    errors,
-    host_check,
-    mutation_guard,
-    path_guard,
+    content_type_rule,
+    error_answer,
+    host_rule,
+    origin_rule,
+    path_rule,
+    request_policy,
 )
 from api.origins import OriginPolicy, host_name
 from api.resources import body_timeout, header_timeout, install_repeat_filter, raise_nofile
@@ -46,7 +47,7 @@ from api.routes.transfer import TRANSFER
 from api.settings import Settings
 from api.state import SETTINGS, STORE
 from api.v1_common import v1_errors
-from registry.server import RegistryState, registry_guard, setup_registry
+from registry.server import RegistryState, registry_shape, setup_registry
 from registry.server.quota import QuotaLedger
 from registry.throttle import ByteRate
 from runtime.cpu import log_startup as log_cpu
@@ -68,19 +69,24 @@ def create_app(settings: Settings) -> web.Application:
         authorized_keys=lambda: registry_state[0].authorized_keys() if registry_state else None,
     )
     auth_config = AuthConfig(authenticator, audit_log, RateLimiter(settings.infer_rate))
-    # With --require-auth every /api and /v1 request is identified and checked for its
-    # scope, which replaces the shared-key/loopback rule for model management.
-    access = ([auth_middleware(auth_config)] if settings.require_auth
-              else [mutation_guard(settings.api_key, settings.private)])
-    counting = [metrics.metrics_middleware(meters)] if settings.metrics else []
+    # The request rules (path, Host, Origin/CORS, Content-Type, and who may manage models)
+    # run as plain calls in one middleware. With --require-auth every /api and /v1 request
+    # is identified and checked for its scope, which replaces the shared-key/loopback rule
+    # for model management.
     hosts = _local_names(settings)
+    rules = [path_rule, host_rule(settings.host, hosts), origin_rule(OriginPolicy(settings.origins), hosts),
+             content_type_rule]
+    if settings.require_auth:
+        policy = [request_policy(rules, v1=v1_errors), auth_middleware(auth_config)]
+    else:
+        policy = [request_policy([*rules, access_rule(settings.api_key, settings.private)], v1=v1_errors)]
+    counting = [metrics.metrics_middleware(meters)] if settings.metrics else []
     app = web.Application(
-        middlewares=[*counting, registry_guard, body_progress(*body_timeout()), v1_errors, path_guard, host_check(settings.host, hosts),
-                     cors(OriginPolicy(settings.origins), hosts), content_type_guard,
-                     *access, audit_middleware(audit_log, IDENTITY), errors],
+        middlewares=[*counting, body_progress(*body_timeout(), finish=registry_shape), *policy,
+                     audit_middleware(audit_log, IDENTITY, on_error=error_answer)],
         client_max_size=32 * 1024 * 1024,
     )
-    app.on_response_prepare.append(cors_headers)
+    app.on_response_prepare.append(_on_prepare_counting if settings.metrics else _on_prepare)
     metrics.install(app, meters)
     app[AUTH] = auth_config
     app[AUDIT] = audit_log
@@ -105,6 +111,15 @@ def create_app(settings: Settings) -> web.Application:
     health.install(app, settings.metrics_listen)
     ui.install(app)
     return app
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    add_cors_headers(request, response)
+
+
+async def _on_prepare_counting(request: web.Request, response: web.StreamResponse) -> None:
+    add_cors_headers(request, response)
+    metrics.count_prepared(request, response)
 
 
 def _apply_limits(app: web.Application, settings: Settings, registry: RegistryState) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -73,16 +74,25 @@ AUDIT = web.AppKey("audit", AuditLog)
 MODEL = web.RequestKey("corral_audit_model", str)
 
 
-def audit_middleware(audit: AuditLog, identity_key: Any) -> Any:
+def audit_middleware(audit: AuditLog, identity_key: Any,
+                     on_error: Callable[[web.Request, Exception], web.StreamResponse] | None = None) -> Any:
     """Record the state-changing requests in API_EVENTS and REGISTRY_EVENTS after they are
-    answered, with their status (a refused push is worth a line too)."""
+    answered, with their status (a refused push is worth a line too).
+
+    With `on_error` (api.middleware.error_answer), this middleware also answers what the
+    handler raises, as the `errors` middleware would just inside it, in the same frame."""
     from registry.server.base import parse_route
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         method = request.method
         if method in ("GET", "HEAD"):
-            return await handler(request)
+            if on_error is None:
+                return await handler(request)
+            try:
+                return await handler(request)
+            except Exception as exc:  # noqa: BLE001 - on_error raises again what it does not answer
+                return on_error(request, exc)
         path = request.path
         event = API_EVENTS.get((method, path))
         route = None
@@ -93,10 +103,20 @@ def audit_middleware(audit: AuditLog, identity_key: Any) -> Any:
                 route = None
             event = REGISTRY_EVENTS.get((method, route.kind)) if route is not None else None
         if event is None:
-            return await handler(request)
+            if on_error is None:
+                return await handler(request)
+            try:
+                return await handler(request)
+            except Exception as exc:  # noqa: BLE001 - on_error raises again what it does not answer
+                return on_error(request, exc)
         status = 500
         try:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                response = on_error(request, exc)
             status = response.status
             return response
         except web.HTTPException as exc:

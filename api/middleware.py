@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hmac
 import ipaddress
 import logging
@@ -34,25 +35,25 @@ class BodyTimeout(ConnectionResetError, TimeoutError):
 BODY_TIMEOUT_MESSAGE = "request body timed out: the client stopped sending it"
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except APIError as exc:
+def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The `{"error": ...}` answer to an exception a handler raised. Call it from the
+    `except` block: what it does not answer (a redirect, an HTTP error off /api and /v1)
+    is raised again."""
+    if isinstance(exc, APIError):
         return error_response(exc.status, exc.message)
-    except BodyTimeout:
+    if isinstance(exc, BodyTimeout):
         return error_response(408, BODY_TIMEOUT_MESSAGE)
-    except OSError as exc:
+    if isinstance(exc, OSError):
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
             log.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(500, "internal server error")
         log.warning("%s %s: out of file descriptors", request.method, request.path)
         return error_response(503, "the server is out of file descriptors; retry later")
-    except (StoreError, InferenceError) as exc:
+    if isinstance(exc, (StoreError, InferenceError)):
         return error_response(*error_of(exc))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400 or not request.path.startswith(("/api", "/v1")):
-            raise
+            raise exc
         if exc.status == 404:
             text = f"{request.method} {request.path}: no such endpoint"
         elif exc.status == 405:
@@ -61,19 +62,33 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             text = exc.reason.lower()
         # On /v1 the v1_errors middleware turns this into OpenAI's (or Anthropic's) shape.
         return error_response(exc.status, text)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal server error")
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal server error")
 
 
-def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None) -> Callable[..., object]:
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`error_answer` for whatever the handler raises."""
+    try:
+        return await handler(request)
+    except Exception as exc:  # noqa: BLE001 - error_answer raises again what it does not answer
+        return error_answer(request, exc)
+
+
+def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None,
+                  finish: Callable[[web.Request, web.StreamResponse], web.StreamResponse] | None = None,
+                  ) -> Callable[..., object]:
     """Time out request bodies that stop or trickle (policy in api/resources.py).
 
     A watcher samples the body stream every `tick_s`: time counts only while a handler
     waits on it with nothing buffered (so the server's own slowness never does); after
     each `timeout_s` of such waiting, at least `min_rate * timeout_s` bytes must have
     arrived. Otherwise the stream fails with BodyTimeout, the answer is 408 (when nothing
-    was sent yet) and the connection is closed."""
+    was sent yet) and the connection is closed.
+
+    `finish`, when given, is applied to every answer this middleware returns (what a
+    middleware just outside it would do to it, e.g. `registry.server.registry_shape`),
+    saving a coroutine per request."""
     tick = tick_s if tick_s is not None else min(1.0, timeout_s / 10)
     need = min_rate * timeout_s
 
@@ -104,10 +119,7 @@ def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None
         response.force_close()
         return response
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.body_exists or request.content.is_eof():
-            return await handler(request)  # no body, or all of it already arrived
+    async def watched(request: web.Request, handler: Handler) -> web.StreamResponse:
         fired: list[bool] = []
         watcher = asyncio.create_task(watch(request, fired))
         try:
@@ -126,10 +138,89 @@ def body_progress(timeout_s: float, min_rate: float, tick_s: float | None = None
             response.force_close()
         return response
 
+    if finish is None:
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not request.body_exists or request.content.is_eof():
+                return await handler(request)  # no body, or all of it already arrived
+            return await watched(request, handler)
+    else:
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not request.body_exists or request.content.is_eof():
+                return finish(request, await handler(request))
+            return finish(request, await watched(request, handler))
+
     return middleware
 
 
-def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callable[..., object]:
+Check = Callable[[web.Request], "web.StreamResponse | None"]
+"""A request rule: the refusal (or answer, for a CORS preflight) or None to go on."""
+
+_CACHE_LIMIT = 512
+
+
+class _Memo:
+    """A rule's answers kept per argument (the peer address, the Host header). The
+    argument may come from a client, so the memory is bounded: it is cleared when full."""
+
+    __slots__ = ("answers", "rule")
+
+    def __init__(self, rule: Callable[[str], bool]) -> None:
+        self.rule = rule
+        self.answers: dict[str, bool] = {}
+
+    def __call__(self, text: str) -> bool:
+        answer = self.answers.get(text)
+        if answer is None:
+            if len(self.answers) >= _CACHE_LIMIT:
+                self.answers.clear()
+            answer = self.answers[text] = self.rule(text)
+        return answer
+
+
+def as_middleware(check: Check) -> Callable[..., object]:
+    """A request rule as a middleware of its own."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = check(request)
+        return refused if refused is not None else await handler(request)
+
+    return middleware
+
+
+def request_policy(checks: list[Check], v1: Callable[..., Awaitable[web.StreamResponse]] | None = None,
+                   ) -> Callable[..., object]:
+    """The request rules in one middleware (one coroutine per request instead of one per
+    rule), applied in order; the first answer is the response. `v1`, when given (the
+    `api.v1_common.v1_errors` middleware), wraps the rules and the handler on /v1 paths
+    only, as it would as the middleware just outside this one."""
+    rules = tuple(checks)
+
+    async def ruled(request: web.Request, handler: Handler) -> web.StreamResponse:
+        for rule in rules:
+            refused = rule(request)
+            if refused is not None:
+                return refused
+        return await handler(request)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if v1 is not None:
+            path = request.path
+            if path == "/v1" or path.startswith("/v1/"):
+                return await v1(request, functools.partial(ruled, handler=handler))
+        for rule in rules:
+            refused = rule(request)
+            if refused is not None:
+                return refused
+        return await handler(request)
+
+    return middleware
+
+
+def host_rule(listen_host: str, extra: frozenset[str] = frozenset()) -> Check:
     """Refuse foreign Host headers (403) from loopback peers, whatever address the server
     listens on: a web page that rebinds its own name to 127.0.0.1 (or to this machine)
     reaches the server from a loopback peer with its own name as Host. When listening on
@@ -140,16 +231,19 @@ def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callabl
     except ValueError:
         loopback_only = listen_host.lower() == "localhost"
     machine = machine_names()
+    allowed = _Memo(lambda host: host_allowed(host, extra, machine))
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (loopback_only or _peer_is_loopback(request)) and not host_allowed(
-            request.host or "", extra, machine
-        ):
+    def check(request: web.Request) -> web.StreamResponse | None:
+        if (loopback_only or _peer_is_loopback(request)) and not allowed(request.host or ""):
             return error_response(403, "forbidden host")
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
+
+
+def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callable[..., object]:
+    """`host_rule` as a middleware."""
+    return as_middleware(host_rule(listen_host, extra))
 
 
 # --- browsers: Origin, CORS preflights, Content-Type -------------------------------------
@@ -166,7 +260,7 @@ _CORS_HEADERS = (
 _CORS_MAX_AGE = "43200"
 
 
-def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Callable[..., object]:
+def origin_rule(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Check:
     """Browser requests: answer CORS preflights, and refuse (403) any request whose
     `Origin` is not allowed, as ollama's CORS middleware does. A page of this server
     itself (same scheme-less authority as Host, and Host a local name) is allowed too.
@@ -181,11 +275,10 @@ def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Cal
         host = (request.host or "").lower()
         return authority is not None and authority == host and host_allowed(host, extra_hosts, machine)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> web.StreamResponse | None:
         origin = request.headers.get("Origin")
         if origin is None:
-            return await handler(request)
+            return None
         if not allowed(request, origin):
             return error_response(403, "origin not allowed: set CORRAL_ORIGINS on the server to allow it")
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -197,17 +290,27 @@ def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Cal
                 "Vary": "Origin",
             })
         request[CORS_ORIGIN] = origin
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
 
 
-async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare`: an allowed origin may read the answer (streams too)."""
+def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Callable[..., object]:
+    """`origin_rule` as a middleware."""
+    return as_middleware(origin_rule(policy, extra_hosts))
+
+
+def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """An allowed origin may read the answer (streams too); called as responses are prepared."""
     origin = request.get(CORS_ORIGIN)
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers.add("Vary", "Origin")
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: `add_cors_headers`."""
+    add_cors_headers(request, response)
 
 
 # Bodies a web page can send without a preflight: text/plain, form encodings, and none.
@@ -223,8 +326,9 @@ def _media_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
-@web.middleware
-async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+def content_type_rule(request: web.Request) -> web.StreamResponse | None:
+    """State-changing /api requests need a Content-Type a web page cannot send cross-site
+    without a preflight (415 otherwise)."""
     if _is_mutation(request.method, request.path) and request.body_exists:
         media = _media_type(request)
         if request.path.startswith("/api/blobs/"):
@@ -237,7 +341,10 @@ async def content_type_guard(request: web.Request, handler: Handler) -> web.Stre
                     "or application/octet-stream")
         elif media not in _JSON_TYPES and not (media.startswith("application/") and media.endswith("+json")):
             return error_response(415, "this endpoint needs Content-Type: application/json")
-    return await handler(request)
+    return None
+
+
+content_type_guard = as_middleware(content_type_rule)
 # OpenAI clients percent-encode the model id, whose slashes (alice/tiny:v1) are part of it.
 _ENCODED_SLASH_OK = "/v1/models/"
 
@@ -255,12 +362,14 @@ def _suspicious(raw_path: str) -> bool:
     return False
 
 
-@web.middleware
-async def path_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+def path_rule(request: web.Request) -> web.StreamResponse | None:
     """Refuse dot segments and encoded separators before aiohttp's normalised path routes them."""
     if _suspicious(request.raw_path):
         return error_response(400, "invalid path: dot segments and encoded separators are not allowed")
-    return await handler(request)
+    return None
+
+
+path_guard = as_middleware(path_rule)
 
 
 # Endpoints that change the store or reach out to registries: never open to the network
@@ -276,11 +385,18 @@ def _is_mutation(method: str, path: str) -> bool:
     return (method, path) in MUTATING or (method == "POST" and path.startswith("/api/blobs/"))
 
 
-def _peer_is_loopback(request: web.Request) -> bool:
+def _address_is_loopback(remote: str) -> bool:
     try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
+        return ipaddress.ip_address(remote).is_loopback
     except ValueError:
         return False  # unix sockets and unknown peers are treated as remote
+
+
+_loopback_address = _Memo(_address_is_loopback)
+
+
+def _peer_is_loopback(request: web.Request) -> bool:
+    return _loopback_address(request.remote or "")
 
 
 # Open to anyone even on a private server: liveness and the version.
@@ -292,7 +408,7 @@ def _is_model_read(method: str, path: str) -> bool:
     return (method, path) not in _PUBLIC and (path.startswith(("/api/", "/v1/")) or path in ("/api", "/v1"))
 
 
-def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., object]:
+def access_rule(api_key: str | None, private: bool = False) -> Check:
     """With `api_key` set, model management needs `Authorization: Bearer <key>` (what the
     official clients send from OLLAMA_API_KEY); without one, it is served to loopback
     peers only. With `private` (--private), reading and running models is guarded the
@@ -300,8 +416,7 @@ def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., 
     through /api or /v1 either."""
     expected = f"Bearer {api_key}".encode() if api_key else None
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> web.StreamResponse | None:
         guarded = _is_mutation(request.method, request.path) or (
             private and _is_model_read(request.method, request.path))
         if guarded:
@@ -313,6 +428,11 @@ def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., 
                 return error_response(
                     403, "this endpoint is only served to this machine; set CORRAL_API_KEY "
                     "on the server to allow it from elsewhere")
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
+
+
+def mutation_guard(api_key: str | None, private: bool = False) -> Callable[..., object]:
+    """`access_rule` as a middleware."""
+    return as_middleware(access_rule(api_key, private))

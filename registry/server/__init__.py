@@ -6,7 +6,8 @@ token), routing and access control in `base`, OCI error codes in `errors`, wire 
 mirror (`mirror`) is a Repository wrapping the local one. The repositories are the model
 store's manifests under the server's canonical host name, so a model pushed here is a
 local model at once. Mount it with `setup_registry(app, settings,
-store)`, and put `registry_guard` first among the main application's middlewares.
+store)`, and put `registry_guard` first among the main application's middlewares (or apply
+`registry_shape` to the answers of the first one, as api/app.py does).
 """
 
 from registry.server.app import (
@@ -14,6 +15,7 @@ from registry.server.app import (
     create_registry_app,
     purge,
     registry_guard,
+    registry_shape,
     setup_registry,
 )
 from registry.server.errors import CODES, RegistryError
@@ -30,5 +32,6 @@ __all__ = [
     "default_registry_host",
     "purge",
     "registry_guard",
+    "registry_shape",
     "setup_registry",
 ]

@@ -115,9 +115,15 @@ async def _bare_v2(request: web.Request) -> web.StreamResponse:
 async def registry_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost middleware of the main app: errors that the /api middlewares (path guard,
     host check) answer as `{"error": ...}` are turned into OCI errors on /v2 paths."""
-    response = await handler(request)
+    return registry_shape(request, await handler(request))
+
+
+def registry_shape(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """`registry_guard`'s work on one answer, for a middleware that does it in its own frame."""
+    if response.status < 400:
+        return response
     raw = request.raw_path
-    if response.status < 400 or not (raw == "/v2" or raw.startswith(("/v2/", "/v2?"))):
+    if not (raw == "/v2" or raw.startswith(("/v2/", "/v2?"))):
         return response
     if not isinstance(response, web.Response) or response.prepared or not response.body:
         return response
@@ -264,5 +270,6 @@ __all__ = [
     "default_registry_host",
     "purge",
     "registry_guard",
+    "registry_shape",
     "setup_registry",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -137,9 +138,7 @@ class RegistryState:
         """The Repository the handlers call for `name` (see `registry.server.repository`)."""
         if self.repository_factory is not None:
             return self.repository_factory(name)
-        from registry.server.repository import LocalRepository
-
-        return LocalRepository(self, name)
+        return _local_repository()(self, name)
 
     def authorized_keys(self) -> AuthorizedKeys | None:
         return self.keys_file.current() if self.keys_file is not None else None
@@ -154,6 +153,15 @@ class RegistryState:
     @property
     def pushes_possible(self) -> bool:
         return self.config.anonymous_push or self.keys_configured
+
+
+@functools.cache
+def _local_repository() -> type[LocalRepository]:
+    """The class, imported on first use (registry.server.repository imports this module);
+    cached, as an import statement on every request costs a lookup through the import system."""
+    from registry.server.repository import LocalRepository
+
+    return LocalRepository
 
 
 def load_or_create_secret(driver: StorageDriver) -> bytes:
