@@ -288,6 +288,15 @@ def test_deep_oci_names_round_trip_through_export_and_import(tmp_path):
         deep = ModelName.parse_storable(names[0])
         assert _members(_bundle(Store(tmp_path / "source"), deep)) == _members(
             _bundle(Store(tmp_path / "target"), deep))
+        # `corral export` takes the name as `corral list` shows it, too.
+        out = tmp_path / "deep.tar.zst"
+        done = subprocess.run([sys.executable, "-m", "api.cli", "export", names[0], "-o", str(out)], cwd=ROOT,
+                              env={**os.environ, "CORRAL_HOST": src.url}, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        with out.open("rb") as f:
+            assert import_bundle(Store(tmp_path / "cli"), f).models == [names[0]]
+        assert Store(tmp_path / "cli").get(deep).raw == pushed["org/team/model"]
         # Without its host a deep name is not a model name (the first component would be
         # read as the host); ollama names keep their grammar.
         r = httpx.post(f"{src.url}/api/export", json={"models": ["org/team/model:v1"]})
