@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from servers import start_corral, start_docker_registry  # noqa: E402
+from servers import cpu_seconds, start_corral, start_docker_registry  # noqa: E402
 
 from registry.client import LayerProgress, TransferOptions, pull  # noqa: E402
 from store.digest import Digest  # noqa: E402
@@ -110,23 +110,35 @@ def publish(base: str, work: Path, size: int) -> tuple[str, str]:
 OPTIONS = TransferOptions()
 
 
-def mirror_round(upstream: str, work: Path, run: int, digest: str) -> tuple[float, float]:
-    """(cold, warm) seconds of corral pulls through a fresh mirror."""
-    mirror = start_corral(work / f"mirror-store-{run}", "--mirror", f"http://{upstream}",
+def timed_pull(host: str, dest: Path, servers: dict[str, list[int]]) -> dict[str, float]:
+    """A corral pull into `dest`: its seconds, and the CPU-seconds (user + system) that the
+    pulling client (this process, every thread) and each server in `servers` spent on it."""
+    before = {name: cpu_seconds(pids) for name, pids in servers.items()}
+    client = time.process_time()
+    out = {"s": asyncio.run(corral_pull(host, dest))}
+    out["client_cpu"] = time.process_time() - client
+    for name, pids in servers.items():
+        out[f"{name}_cpu"] = cpu_seconds(pids) - before[name]
+    return out
+
+
+def mirror_round(upstream: Any, work: Path, run: int, digest: str) -> dict[str, dict[str, float]]:
+    """Cold and warm corral pulls through a fresh mirror: seconds and CPU-seconds."""
+    mirror = start_corral(work / f"mirror-store-{run}", "--mirror", f"http://{upstream.host}",
                           name="mirror", env={"CORRAL_DEFAULT_MODEL": "0"})
     host = mirror.host
     try:
-        times = []
+        out = {}
         for kind in ("cold", "warm"):
             dest = work / f"mirror-{kind}-{run}"
-            times.append(asyncio.run(corral_pull(host, dest)))
+            out[kind] = timed_pull(host, dest, {"mirror": mirror.pids(), "upstream": upstream.pids()})
             assert sha256_file(Store(dest).blobs.path(Digest(digest))) == digest
             shutil.rmtree(dest, ignore_errors=True)
             os.sync()
     finally:
         mirror.stop()
         shutil.rmtree(work / f"mirror-store-{run}", ignore_errors=True)
-    return times[0], times[1]
+    return out
 
 
 def bundle_round(source: Path, work: Path) -> dict[str, float]:
@@ -236,7 +248,7 @@ def main() -> int:
     upstream = start_docker_registry(work / "registry")
     host = upstream.host
     results: dict[str, list[float]] = {"corral": [], "skopeo": [], "oras": []}
-    mirror_runs: list[tuple[float, float, float]] = []  # (direct, cold, warm)
+    mirror_runs: list[dict[str, dict[str, float]]] = []  # direct, cold, warm
     bundle: dict[str, float] = {}
     try:
         digest, _ = publish(f"http://{host}", work, args.size)
@@ -265,11 +277,10 @@ def main() -> int:
                 os.sync()
         if "mirror" in only:
             for run in range(args.runs):
-                direct = asyncio.run(corral_pull(host, work / f"direct-{run}"))
+                direct = timed_pull(host, work / f"direct-{run}", {"upstream": upstream.pids()})
                 shutil.rmtree(work / f"direct-{run}", ignore_errors=True)
                 os.sync()
-                cold, warm = mirror_round(host, work, run, digest)
-                mirror_runs.append((direct, cold, warm))
+                mirror_runs.append({"direct": direct, **mirror_round(upstream, work, run, digest)})
         if "bundle" in only:
             source = work / "bundle-source"
             asyncio.run(corral_pull(host, source))
@@ -305,13 +316,23 @@ def main() -> int:
         "resume_after_half_s": round(statistics.median(resume_runs), 3) if resume_runs else None,
     }
     if mirror_runs:
-        direct = statistics.median(r[0] for r in mirror_runs)
-        cold = statistics.median(r[1] for r in mirror_runs)
-        warm = statistics.median(r[2] for r in mirror_runs)
+        gib = args.size / (1 << 30)
+
+        def med(kind: str, key: str) -> float:
+            return statistics.median(r[kind].get(key, 0.0) for r in mirror_runs)
+
+        direct, cold, warm = med("direct", "s"), med("cold", "s"), med("warm", "s")
         summary["mirror"] = {
             "direct_s": round(direct, 3), "cold_s": round(cold, 3), "warm_s": round(warm, 3),
             "cold_vs_direct": round(direct / cold, 2), "warm_vs_direct": round(direct / warm, 2),
-            "runs_s": [[round(x, 3) for x in r] for r in mirror_runs],
+            # CPU-seconds per GiB pulled (medians), per process: the pulling client, the
+            # mirror (`corral serve --mirror`), the upstream docker-registry.
+            "cpu_s_per_GiB": {
+                kind: {who: round(med(kind, f"{who}_cpu") / gib, 2)
+                       for who in ("client", "mirror", "upstream") if f"{who}_cpu" in mirror_runs[0][kind]}
+                for kind in ("direct", "cold", "warm")
+            },
+            "runs_s": [[round(r[k]["s"], 3) for k in ("direct", "cold", "warm")] for r in mirror_runs],
         }
     if bundle:
         summary["bundle"] = {k: round(v, 3) for k, v in bundle.items()}

@@ -363,7 +363,7 @@ def _read(
     for d in index.manifests:
         ref = d.annotations.get(REF_NAME, "")
         try:
-            names.append((ModelName.parse(ref), manifests[d.digest]))
+            names.append((ModelName.parse_storable(ref), manifests[d.digest]))
         except InvalidName:
             raise BundleError(f"index.json names a model {ref[:200]!r} that is not a valid model name") from None
     return names

@@ -147,6 +147,31 @@ class ModelName:
             raise InvalidName("invalid model name")
         return name
 
+    @classmethod
+    def parse_storable(cls, s: str) -> ModelName:
+        """A name as the store holds it: one `parse` accepts (ollama's grammar, defaults
+        filled), or else an OCI name that grammar refuses (`org/team/model`, `my.org/model`)
+        in the full form `display_shortest` and `str` write, `host/namespace/rest...[:tag]`:
+        the host spelled out, since the first component could be a host or a namespace.
+        Raise `InvalidName` otherwise. For bundles, whose names come from `/v2` too."""
+        if not isinstance(s, str):
+            raise InvalidName("invalid model name")
+        name = cls.parse_lenient(s)
+        if name.is_valid:
+            return name
+        path, tag = s, ""
+        if s.rfind(":") > s.rfind("/"):
+            path, tag = s[: s.rfind(":")], s[s.rfind(":") + 1 :] or MISSING
+        scheme, sep, rest = path.partition("://")
+        if not sep:
+            scheme, rest = DEFAULT_SCHEME, path
+        parts = rest.split("/")
+        if len(parts) >= 3:
+            deep = cls(parts[0], parts[1], "/".join(parts[2:]), tag or DEFAULT_TAG, scheme)
+            if deep.is_oci:
+                return deep
+        raise InvalidName("invalid model name")
+
     @property
     def is_valid(self) -> bool:
         """Valid in ollama's grammar (what `/api` and the CLI accept)."""

@@ -61,7 +61,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     names = []
     for text in body.models:
         try:
-            name = ModelName.parse(text)
+            name = ModelName.parse_storable(text)
             model = await asyncio.to_thread(store.get, name)
         except InvalidName:
             raise bad_request(f"invalid model name {text[:200]!r}") from None
@@ -126,7 +126,7 @@ async def import_(request: web.Request) -> web.Response:
         raise bad_request(str(exc)) from None
     result = ImportResponse(
         status="success",
-        models=[ModelName.parse(m).display_shortest() for m in report.models],
+        models=[ModelName.parse_storable(m).display_shortest() for m in report.models],
         blobs_written=report.blobs_written,
         blobs_present=report.blobs_present,
     )

@@ -248,3 +248,57 @@ def test_an_import_whose_stream_breaks_resumes(tmp_path, ollama_store):
     assert target.list() == []  # but no model yet
     report = import_bundle(target, io.BytesIO(bundle))
     assert report.blobs_present >= 1 and target.get(TINY).raw == source.get(TINY).raw
+
+
+def test_deep_oci_names_round_trip_through_export_and_import(tmp_path):
+    """What the store accepts through /v2 is exportable and importable: an OCI artifact under
+    `org/team/model` (and `a/b/c/d`) goes out through /api/export and `export_bundle`, and
+    comes back under the same name with the same manifest, by /api/import and `import_bundle`.
+    /api keeps ollama's grammar for everything else: a deep name without its host is refused."""
+    from tests.interop.test_deep_names import _push_artifact
+    from tests.registry_support import registry
+
+    with registry(tmp_path / "source", anonymous_push=True) as src, \
+            registry(tmp_path / "target") as dst:
+        pushed = {repo: _push_artifact(src.url, repo, "v1", os.urandom(50_000))
+                  for repo in ("org/team/model", "a/b/c/d")}
+        listed = {m["name"] for m in httpx.get(f"{src.url}/api/tags").json()["models"]}
+        names = [f"{src.host}/{repo}:v1" for repo in pushed]
+        assert set(names) <= listed
+        r = httpx.post(f"{src.url}/api/export", json={"models": names, "compress": False}, timeout=60)
+        assert r.status_code == 200, r.text
+        bundle = r.content
+        index = json.loads(tarfile.open(fileobj=io.BytesIO(bundle)).extractfile("index.json").read())
+        assert sorted(d["annotations"]["org.opencontainers.image.ref.name"] for d in index["manifests"]) == \
+            sorted(f"{src.host}/{repo}:v1" for repo in pushed)
+        r = httpx.post(f"{dst.url}/api/import", content=bundle, timeout=60,
+                       headers={"Content-Type": "application/x-tar"})
+        assert r.status_code == 200, r.text
+        assert sorted(r.json()["models"]) == sorted(names)
+        for repo, raw in pushed.items():
+            # Served by the target under its own name, byte for byte, with the blobs.
+            got = Store(tmp_path / "target").get(ModelName.parse_storable(f"{src.host}/{repo}:v1"))
+            assert got.raw == raw and got.name.is_oci
+            for d in got.manifest.blobs():
+                assert Store(tmp_path / "target").blobs.path(d).read_bytes() == \
+                    Store(tmp_path / "source").blobs.path(d).read_bytes()
+        # Importing again changes nothing; the library functions agree with the HTTP ones.
+        again = import_bundle(Store(tmp_path / "target"), io.BytesIO(bundle))
+        assert again.blobs_written == 0
+        deep = ModelName.parse_storable(names[0])
+        assert _members(_bundle(Store(tmp_path / "source"), deep)) == _members(
+            _bundle(Store(tmp_path / "target"), deep))
+        # `corral export` takes the name as `corral list` shows it, too.
+        out = tmp_path / "deep.tar.zst"
+        done = subprocess.run([sys.executable, "-m", "api.cli", "export", names[0], "-o", str(out)], cwd=ROOT,
+                              env={**os.environ, "CORRAL_HOST": src.url}, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        with out.open("rb") as f:
+            assert import_bundle(Store(tmp_path / "cli"), f).models == [names[0]]
+        assert Store(tmp_path / "cli").get(deep).raw == pushed["org/team/model"]
+        # Without its host a deep name is not a model name (the first component would be
+        # read as the host); ollama names keep their grammar.
+        r = httpx.post(f"{src.url}/api/export", json={"models": ["org/team/model:v1"]})
+        assert r.status_code in (400, 404) and "error" in r.json()
+        assert httpx.post(f"{src.url}/api/export", json={"models": ["bad name!"]}).status_code == 400

@@ -149,3 +149,34 @@ def test_stored_paths_decode_only_to_names_that_encode_back(parts):
     name = ModelName.from_parts(parts)
     if name is not None:
         assert name.is_storable and tuple(name.relpath().parts) == tuple(parts)
+
+
+@given(st.lists(_oci_component(), min_size=2, max_size=8), _part("tag"), st.booleans())
+def test_storable_names_parse_back_from_their_full_form(components, tag, with_tag):
+    """`parse_storable` (bundles' names) reads back every name the store can hold from the
+    form `display_shortest` and `str` write; an ollama name means what `parse` says."""
+    from store.names import split_repository
+
+    path = "/".join(components)
+    split = split_repository(path)
+    if split is None:
+        return
+    name = ModelName("localhost:5000", split[0], split[1], tag if with_tag else "latest", "https")
+    for text in (str(name), name.display_shortest()):
+        assert ModelName.parse_storable(text) == name
+    if with_tag is False:
+        assert ModelName.parse_storable(f"localhost:5000/{path}") == name
+    if name.is_valid:
+        assert ModelName.parse_storable(path) == ModelName.parse(path)
+
+
+@given(st.text(alphabet="aZ09_-.:/@ %", max_size=40))
+def test_parse_storable_accepts_only_storable_names(text):
+    try:
+        name = ModelName.parse_storable(text)
+    except InvalidName:
+        assert not ModelName.parse_lenient(text).is_valid
+        return
+    assert name.is_storable
+    assert name.is_valid == ModelName.parse_lenient(text).is_valid
+    assert all(p and p not in (".", "..") for p in name.relpath().parts)
