@@ -394,10 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         seeds = {s.name: seed_manifest(s, "bench/model") for s in servers}
         # Warm up: one uncounted upload each, so that neither server is the first to make
         # the kernel hand out page-cache pages a fresh VM has never touched (much slower).
+        # A first download too: a server's first large GET after it starts is slower (about
+        # 0.1 s more for corral, old and new code alike), whichever server goes first.
         for s in servers:
             base[:16] = os.urandom(16)
             digest = "sha256:" + hashlib.sha256(base).hexdigest()
             upload_monolithic(s, "bench/blobs", memoryview(base), digest)
+            download(s, "bench/blobs", digest, size, 1)
             delete_blob(s, "bench/blobs", digest)
         for r in range(args.rounds):
             order = servers if r % 2 == 0 else servers[::-1]
