@@ -24,10 +24,14 @@ panics with LoadCustomCABundleError when it is set).
 server whose store holds --blobs unreferenced old blobs answers `/api/version` (under 1 s)
 while its first GC cycle removes them in the background.
 
-Then the operations cost, on three corral servers in the same run: `--no-metrics` (the
-baseline), metrics on (the default), and `--require-auth` (metrics off), the same manifest
-GET and blob HEAD lines for each, as ratios to the baseline (median of per-round ratios,
-in requests per second and per CPU-second of the server). `--ops-only` runs only these.
+Then the operations cost, on four corral servers in the same run: `--no-metrics` (the
+baseline), metrics on (the default), `--require-auth` (metrics off), and a second
+`--no-metrics` server (the same code as the baseline: its ratio is the noise floor of the
+run), the same manifest GET and blob HEAD lines for each, as ratios to the baseline (median
+of per-round ratios, in requests per second and per CPU-second of the server). Many short
+rounds (40 of 0.5 s by default): on a 2-core VM the rate of one server moves by +-30% from
+one 2 s window to the next, and fine interleaving cancels that drift. `--ops-only` runs only
+these.
 
 `--before-src DIR` adds a third server, `corral serve` run from another source checkout
 (`git worktree add DIR <commit>`: the code before a change), measured in the same rounds, and
@@ -270,6 +274,7 @@ OPS_SERVERS = (
     ("baseline", ("--no-metrics",)),
     ("metrics", ()),
     ("require-auth", ("--no-metrics", "--require-auth")),
+    ("baseline-again", ("--no-metrics",)),  # the same as the baseline: the run's noise floor
 )
 
 
@@ -285,9 +290,10 @@ def measure_ops(lines: dict[str, Line], s: Server, seed: tuple[str, str], loadge
 
 
 def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, object]:
-    """Manifest GET and blob HEAD on corral with metrics off, on, and with --require-auth.
+    """Manifest GET and blob HEAD on corral with metrics off, on, with --require-auth, and
+    off again (a second server of the baseline's code: the noise floor).
 
-    Many short rounds, each measuring the three servers back to back in a rotating order,
+    Many short rounds, each measuring the four servers back to back in a rotating order,
     and per-round ratios to the baseline (so a load change between rounds cancels out);
     besides requests per second, requests per CPU-second of the server, which other load
     on the machine moves much less."""
@@ -305,8 +311,8 @@ def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, ob
             s.stop()
     print()
     print("| measurement | baseline (--no-metrics) | metrics on | ratio (per CPU-s) "
-          "| --require-auth | ratio (per CPU-s) |")
-    print("|---|---|---|---|---|---|")
+          "| --require-auth | ratio (per CPU-s) | baseline again (noise floor) | ratio (per CPU-s) |")
+    print("|---|---|---|---|---|---|---|---|")
     report: dict[str, object] = {}
     for key, line in lines.items():
         base = line.results["baseline"]
@@ -337,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listing", action="store_true", help="measure corral's listings and startup only")
     ap.add_argument("--models", type=int, default=10_000, help="models in the --listing store")
     ap.add_argument("--blobs", type=int, default=100_000, help="unreferenced blobs for the --listing startup")
-    ap.add_argument("--ops-rounds", type=int, default=9)
-    ap.add_argument("--ops-seconds", type=float, default=2.0)
+    ap.add_argument("--ops-rounds", type=int, default=40)
+    ap.add_argument("--ops-seconds", type=float, default=0.5)
     ap.add_argument("--before-src", metavar="DIR",
                     help="also measure `corral serve` run from the source checkout DIR (e.g. `git worktree add "
                          "DIR <commit>`), as the server 'corral-before', in the same rounds")
