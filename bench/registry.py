@@ -38,6 +38,11 @@ these.
 prints its ratios next to the current code's, with current / before as the median of
 per-round ratios (how much a change moved each line, with machine drift cancelled).
 
+`--before-src DIR --pairs N` measures only the two large-transfer lines (a monolithic
+upload and a one-stream download of --size-mib), current code against DIR's, in N rounds
+alternating which goes first, with no docker-registry between them: these lines move by
++-30% from round to round on a small VM, so a 3% question needs many rounds, and pairs.
+
 Rounds alternate which server goes first; each line reports the median round and the
 CPU the server processes used (from /proc). Prints a Markdown table of corral/docker
 ratios, and JSON with --json. Other work on the machine changes absolute numbers a lot:
@@ -329,6 +334,66 @@ def ops_run(work: Path, loadgen: Path, args: argparse.Namespace) -> dict[str, ob
     return report
 
 
+def pairs(args: argparse.Namespace) -> int:
+    """Monolithic upload and one-stream download, this checkout against --before-src, in
+    paired rounds: MiB/s and server CPU-ms per MiB, medians and median per-round ratios."""
+    work = Path(tempfile.mkdtemp(prefix="corral-bench-", dir=args.workdir))
+    load_before = os.getloadavg()
+    servers = [start_corral(work), start_corral(work, BEFORE, source=Path(args.before_src).resolve())]
+    size = args.size_mib * MiB
+    base = bytearray(os.urandom(size))
+    lines = {"upload": Line(f"upload {args.size_mib} MiB, monolithic", "MiB/s"),
+             "download": Line(f"download {args.size_mib} MiB, one stream", "MiB/s")}
+
+    def one(s: Server, record: bool) -> None:
+        base[:16] = os.urandom(16)
+        digest = "sha256:" + hashlib.sha256(base).hexdigest()
+
+        def up() -> float:
+            t0 = time.perf_counter()
+            upload_monolithic(s, "bench/blobs", memoryview(base), digest)
+            return size / MiB / (time.perf_counter() - t0)
+
+        def down() -> float:
+            t0 = time.perf_counter()
+            download(s, "bench/blobs", digest, size, 1)
+            return size / MiB / (time.perf_counter() - t0)
+
+        if record:
+            measure(lines["upload"], s, up)
+            measure(lines["download"], s, down)
+        else:
+            up(), down()
+        delete_blob(s, "bench/blobs", digest)
+
+    try:
+        for s in servers:
+            one(s, record=False)  # warm-up
+        for r in range(args.pairs):
+            for s in (servers if r % 2 == 0 else servers[::-1]):
+                one(s, record=True)
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+    print(f"cores: {os.cpu_count()}, load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
+          f"{args.pairs} paired rounds; {BEFORE}: corral served from {args.before_src}")
+    print()
+    print(f"| measurement | corral | {BEFORE} | corral / {BEFORE} (median of per-round ratios) "
+          "| server CPU-ms per MiB, corral / before |")
+    print("|---|---|---|---|---|")
+    for line in lines.values():
+        now, old = line.results["corral"], line.results[BEFORE]
+        # cores used x seconds per MiB = CPU-seconds per MiB
+        cpu_now = [c / v * 1000 for c, v in zip(line.cpu["corral"], now, strict=True)]
+        cpu_old = [c / v * 1000 for c, v in zip(line.cpu[BEFORE], old, strict=True)]
+        paired = statistics.median(a / b for a, b in zip(now, old, strict=True))
+        print(f"| {line.name} | {line.median('corral'):,.0f} {line.unit} | {line.median(BEFORE):,.0f} {line.unit} "
+              f"| **{paired:.3f}x** | {statistics.median(cpu_now):.2f} / {statistics.median(cpu_old):.2f} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=512)
@@ -348,9 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before-src", metavar="DIR",
                     help="also measure `corral serve` run from the source checkout DIR (e.g. `git worktree add "
                          "DIR <commit>`), as the server 'corral-before', in the same rounds")
+    ap.add_argument("--pairs", type=int, default=0, metavar="N",
+                    help="with --before-src: only the monolithic upload and one-stream download, N paired rounds")
     ap.add_argument("--ops-only", action="store_true",
                     help="only the metrics / --require-auth lines (no docker-registry needed)")
     args = ap.parse_args(argv)
+    if args.pairs:
+        if not args.before_src:
+            ap.error("--pairs needs --before-src")
+        return pairs(args)
     if args.listing:
         return listing(args)
     if args.ops_only:
