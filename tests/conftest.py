@@ -43,8 +43,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # A test file whose tests share a fixture wider than one test (a server, a loaded model,
-# state the next test builds on) declares one with one of these scopes.
-_SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:class|module|package)["']""")
+# state the next test builds on) declares one with one of these scopes, or imports it from
+# another test module.
+_SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:class|module|package)["']|^from tests\.\S*\btest_\w+ import""",
+                             re.MULTILINE)
 _SHARED_SCOPES = frozenset({"class", "module", "package"})
 
 
@@ -74,17 +76,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return SharedFixtureScheduling(config, log)
 
 
+_UNSEEN_SHARING: set[str] = set()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The scheduler above decides from a file's text; check that it misses no test that
-    really uses a shared fixture (one declared in another file, say)."""
+    """The scheduler above decides from a file's text; find the tests that really use a
+    shared fixture it does not see (one declared elsewhere and reached another way)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
         if any(d.scope in _SHARED_SCOPES for chain in defs for d in chain) and not _shares_fixtures(item.path):
-            raise pytest.UsageError(f"{item.nodeid} uses a shared fixture that tests/conftest.py's "
-                                    "scheduler does not see in its file: declare it there")
+            _UNSEEN_SHARING.add(item.nodeid)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.nodeid in _UNSEEN_SHARING:
+        pytest.fail(f"{item.nodeid} uses a shared fixture that the parallel scheduler in tests/conftest.py "
+                    "does not see in its file (so its tests may be split across workers): declare or "
+                    "import the fixture in that file", pytrace=False)
 
 
 HOST = "registry.ollama.ai"
