@@ -86,22 +86,16 @@ def audit_middleware(audit: AuditLog, identity_key: Any,
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         method = request.method
-        if method in ("GET", "HEAD"):
-            if on_error is None:
-                return await handler(request)
-            try:
-                return await handler(request)
-            except Exception as exc:  # noqa: BLE001 - on_error raises again what it does not answer
-                return on_error(request, exc)
-        path = request.path
-        event = API_EVENTS.get((method, path))
-        route = None
-        if event is None and path.startswith("/v2/"):
-            try:
-                route = parse_route(request.raw_path)
-            except Exception:  # noqa: BLE001 - the handler answers malformed paths
-                route = None
-            event = REGISTRY_EVENTS.get((method, route.kind)) if route is not None else None
+        event = route = None
+        if method not in ("GET", "HEAD"):  # reads are never audited: no lookups on the hot path
+            path = request.path
+            event = API_EVENTS.get((method, path))
+            if event is None and path.startswith("/v2/"):
+                try:
+                    route = parse_route(request.raw_path)
+                except Exception:  # noqa: BLE001 - the handler answers malformed paths
+                    route = None
+                event = REGISTRY_EVENTS.get((method, route.kind)) if route is not None else None
         if event is None:
             if on_error is None:
                 return await handler(request)
