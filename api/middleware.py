@@ -198,12 +198,16 @@ def request_policy(checks: list[Check], v1: Callable[..., Awaitable[web.StreamRe
     only, as it would as the middleware just outside this one."""
     rules = tuple(checks)
 
-    async def ruled(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def refusal(request: web.Request) -> web.StreamResponse | None:
         for rule in rules:
             refused = rule(request)
             if refused is not None:
                 return refused
-        return await handler(request)
+        return None
+
+    async def ruled(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = refusal(request)
+        return refused if refused is not None else await handler(request)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -211,11 +215,8 @@ def request_policy(checks: list[Check], v1: Callable[..., Awaitable[web.StreamRe
             path = request.path
             if path == "/v1" or path.startswith("/v1/"):
                 return await v1(request, functools.partial(ruled, handler=handler))
-        for rule in rules:
-            refused = rule(request)
-            if refused is not None:
-                return refused
-        return await handler(request)
+        refused = refusal(request)
+        return refused if refused is not None else await handler(request)
 
     return middleware
 
@@ -239,11 +240,6 @@ def host_rule(listen_host: str, extra: frozenset[str] = frozenset()) -> Check:
         return None
 
     return check
-
-
-def host_check(listen_host: str, extra: frozenset[str] = frozenset()) -> Callable[..., object]:
-    """`host_rule` as a middleware."""
-    return as_middleware(host_rule(listen_host, extra))
 
 
 # --- browsers: Origin, CORS preflights, Content-Type -------------------------------------
@@ -295,22 +291,12 @@ def origin_rule(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset())
     return check
 
 
-def cors(policy: OriginPolicy, extra_hosts: frozenset[str] = frozenset()) -> Callable[..., object]:
-    """`origin_rule` as a middleware."""
-    return as_middleware(origin_rule(policy, extra_hosts))
-
-
 def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """An allowed origin may read the answer (streams too); called as responses are prepared."""
     origin = request.get(CORS_ORIGIN)
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers.add("Vary", "Origin")
-
-
-async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare`: `add_cors_headers`."""
-    add_cors_headers(request, response)
 
 
 # Bodies a web page can send without a preflight: text/plain, form encodings, and none.
@@ -344,7 +330,6 @@ def content_type_rule(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-content_type_guard = as_middleware(content_type_rule)
 # OpenAI clients percent-encode the model id, whose slashes (alice/tiny:v1) are part of it.
 _ENCODED_SLASH_OK = "/v1/models/"
 
@@ -368,8 +353,6 @@ def path_rule(request: web.Request) -> web.StreamResponse | None:
         return error_response(400, "invalid path: dot segments and encoded separators are not allowed")
     return None
 
-
-path_guard = as_middleware(path_rule)
 
 
 # Endpoints that change the store or reach out to registries: never open to the network
