@@ -190,6 +190,19 @@ def fetch(server: Server, path: str, rng: str | None = None) -> int:
     return got
 
 
+def new_blob(base: bytearray) -> str:
+    """Stamp `base` so that it is a blob neither server has seen (no dedup, no cache); its digest."""
+    base[:16] = os.urandom(16)
+    return "sha256:" + hashlib.sha256(base).hexdigest()
+
+
+def mib_per_s(size: int, move: Callable[[], None]) -> float:
+    """MiB/s of `move`, which transfers `size` bytes."""
+    t0 = time.perf_counter()
+    move()
+    return size / MiB / (time.perf_counter() - t0)
+
+
 def download(server: Server, repo: str, digest: str, size: int, parts: int) -> None:
     path = f"/v2/{repo}/blobs/{digest}"
     if parts == 1:
@@ -346,18 +359,13 @@ def pairs(args: argparse.Namespace) -> int:
              "download": Line(f"download {args.size_mib} MiB, one stream", "MiB/s")}
 
     def one(s: Server, record: bool) -> None:
-        base[:16] = os.urandom(16)
-        digest = "sha256:" + hashlib.sha256(base).hexdigest()
+        digest = new_blob(base)
 
         def up() -> float:
-            t0 = time.perf_counter()
-            upload_monolithic(s, "bench/blobs", memoryview(base), digest)
-            return size / MiB / (time.perf_counter() - t0)
+            return mib_per_s(size, lambda: upload_monolithic(s, "bench/blobs", memoryview(base), digest))
 
         def down() -> float:
-            t0 = time.perf_counter()
-            download(s, "bench/blobs", digest, size, 1)
-            return size / MiB / (time.perf_counter() - t0)
+            return mib_per_s(size, lambda: download(s, "bench/blobs", digest, size, 1))
 
         if record:
             measure(lines["upload"], s, up)
@@ -474,8 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         # A first download too: a server's first large GET after it starts is slower (about
         # 0.1 s more for corral, old and new code alike), whichever server goes first.
         for s in servers:
-            base[:16] = os.urandom(16)
-            digest = "sha256:" + hashlib.sha256(base).hexdigest()
+            digest = new_blob(base)
             upload_monolithic(s, "bench/blobs", memoryview(base), digest)
             download(s, "bench/blobs", digest, size, 1)
             delete_blob(s, "bench/blobs", digest)
@@ -483,26 +490,21 @@ def main(argv: list[str] | None = None) -> int:
             order = servers if r % 2 == 0 else servers[::-1]
             for s in order:
                 for key, chunked in (("upload", False), ("chunked", True)):
-                    base[:16] = os.urandom(16)  # a new blob each time: no dedup, no cache
+                    digest = new_blob(base)
                     data = memoryview(base)
-                    digest = "sha256:" + hashlib.sha256(data).hexdigest()
 
                     def up(s: Server = s, data: memoryview = data, digest: str = digest,
                            chunked: bool = chunked) -> float:
-                        t0 = time.perf_counter()
                         if chunked:
-                            upload_chunked(s, "bench/blobs", data, digest, args.chunk_mib * MiB)
-                        else:
-                            upload_monolithic(s, "bench/blobs", data, digest)
-                        return size / MiB / (time.perf_counter() - t0)
+                            return mib_per_s(size, lambda: upload_chunked(s, "bench/blobs", data, digest,
+                                                                           args.chunk_mib * MiB))
+                        return mib_per_s(size, lambda: upload_monolithic(s, "bench/blobs", data, digest))
 
                     measure(lines[key], s, up)
                     if key == "upload":
                         for dkey, parts in (("download", 1), ("ranges", 8)):
                             def down(s: Server = s, digest: str = digest, parts: int = parts) -> float:
-                                t0 = time.perf_counter()
-                                download(s, "bench/blobs", digest, size, parts)
-                                return size / MiB / (time.perf_counter() - t0)
+                                return mib_per_s(size, lambda: download(s, "bench/blobs", digest, size, parts))
 
                             measure(lines[dkey], s, down)
                     delete_blob(s, "bench/blobs", digest)
