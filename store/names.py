@@ -161,7 +161,7 @@ class ModelName:
             return name
         path, tag = s, ""
         if s.rfind(":") > s.rfind("/"):
-            path, tag = s[: s.rfind(":")], s[s.rfind(":") + 1 :] or MISSING
+            path, tag, _ = _cut_last(s, ":")
         scheme, sep, rest = path.partition("://")
         if not sep:
             scheme, rest = DEFAULT_SCHEME, path
